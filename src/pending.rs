@@ -1,0 +1,159 @@
+//! Pending requests: begun and not yet finished, and the protocol that lets `shutdown()` count
+//! them exactly while requests finish concurrently.
+//!
+//! # The registry
+//!
+//! Every tracked request sits in a concurrent map (`DashMap`, keyed by the request's
+//! process-unique number) from `begin` until `finish`. The map is the one lock the recording
+//! path takes: a shard write lock to insert at begin and to remove at finish. The number of
+//! pending requests is bounded by the request limit: a request over the bound is refused at
+//! begin (counted as dropped and as refused), so leaked completions cannot grow memory without
+//! bound.
+//!
+//! # Finishing against a concurrent shutdown
+//!
+//! Each request carries a [`Lifecycle`] word: a *finishing* bit, a *finished* bit and the epoch
+//! of the last shutdown that counted the request as unfinished.
+//!
+//! * `finish` sets *finishing* with one `fetch_or` and reads the epoch in the same step, offers
+//!   the request event tagged with that epoch, sets *finished*, and leaves the registry.
+//! * `shutdown` (epoch `e`) visits every pending request. If *finishing* is set it waits for
+//!   *finished* (a few instructions away), so the event is offered before the drain: the
+//!   request is completed in this run. Otherwise it writes `e` into the word with a
+//!   compare-exchange: the request is unfinished in this run, and if it finishes later its
+//!   event carries tag `e`.
+//! * The run written by shutdown `e` keeps request events whose tag is below `e`.
+//!
+//! Both sides modify one atomic word, so the modification order decides: either the finisher's
+//! `fetch_or` came first (the request is completed and not counted) or the shutdown's
+//! compare-exchange did (the request is counted and its event, whenever it comes, is left for
+//! the next shutdown). A request finished while a shutdown runs is therefore in exactly one of
+//! the run's requests and its unfinished count.
+
+use crate::request::RequestState;
+use crate::sync::Arc;
+use crate::sync::{yield_now, AtomicU64, AtomicUsize, ConcurrentMap, Ordering};
+use crate::UnfinishedRequestSample;
+
+/// Set once `finish` has begun; never cleared.
+const FINISHING: u64 = 1 << 63;
+/// Set once the finished request's event has been offered; never cleared.
+const FINISHED: u64 = 1 << 62;
+/// The epoch of the last shutdown that counted the request unfinished (0: none did).
+const EPOCH_MASK: u64 = FINISHED - 1;
+
+/// How many unfinished requests a shutdown names in the artifact.
+pub(crate) const UNFINISHED_SAMPLE_SIZE: usize = 5;
+
+/// The lifecycle word of one request; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Lifecycle(AtomicU64);
+
+impl Lifecycle {
+    pub(crate) fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// Marks the request as finishing; returns the epoch its event must carry.
+    pub(crate) fn begin_finish(&self) -> u64 {
+        self.0.fetch_or(FINISHING, Ordering::AcqRel) & EPOCH_MASK
+    }
+
+    /// Marks the finished request's event as offered.
+    pub(crate) fn end_finish(&self) {
+        self.0.fetch_or(FINISHED, Ordering::Release);
+    }
+
+    /// Counts the request unfinished for shutdown `epoch`, unless it is finishing, in which
+    /// case waits for its event to be offered. Returns true when the request is unfinished.
+    fn claim_unfinished(&self, epoch: u64) -> bool {
+        let mut word = self.0.load(Ordering::Acquire);
+        loop {
+            if word & FINISHING != 0 {
+                // The finisher is between its two steps; its event will be in the drain.
+                while self.0.load(Ordering::Acquire) & FINISHED == 0 {
+                    yield_now();
+                }
+                return false;
+            }
+            match self
+                .0
+                .compare_exchange_weak(word, epoch, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(current) => word = current,
+            }
+        }
+    }
+}
+
+/// What a shutdown found pending.
+#[derive(Debug, Default)]
+pub(crate) struct Unfinished {
+    /// How many requests were pending.
+    pub(crate) count: u64,
+    /// Up to [`UNFINISHED_SAMPLE_SIZE`] of them.
+    pub(crate) sample: Vec<UnfinishedRequestSample>,
+}
+
+/// The registry of pending requests.
+#[derive(Debug)]
+pub(crate) struct PendingRequests {
+    /// Tracked requests by number.
+    requests: ConcurrentMap<u64, Arc<RequestState>>,
+    /// How many requests are tracked; never above `bound` for long (a racing `track` may pass
+    /// it for an instant before it backs out).
+    tracked: AtomicUsize,
+    /// The most requests tracked at once: the run's request limit.
+    bound: usize,
+}
+
+impl PendingRequests {
+    pub(crate) fn new(bound: usize) -> Self {
+        Self {
+            requests: ConcurrentMap::new(),
+            tracked: AtomicUsize::new(0),
+            bound,
+        }
+    }
+
+    /// Tracks a request until it finishes; false when the bound is reached.
+    pub(crate) fn track(&self, request: &Arc<RequestState>) -> bool {
+        if self.tracked.fetch_add(1, Ordering::Relaxed) >= self.bound {
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.requests.insert(request.number, Arc::clone(request));
+        true
+    }
+
+    /// Stops tracking a finished request.
+    pub(crate) fn untrack(&self, request: &RequestState) {
+        if self.requests.remove(&request.number).is_some() {
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts the pending requests for shutdown `epoch` (see the module docs).
+    pub(crate) fn claim_unfinished(&self, epoch: u64) -> Unfinished {
+        // Collect first so that no map lock is held while waiting for a finisher.
+        let mut pending = Vec::new();
+        self.requests
+            .for_each(|_, request| pending.push(Arc::clone(request)));
+        pending.sort_by_key(|request| request.number);
+
+        let mut unfinished = Unfinished::default();
+        for request in pending {
+            if request.lifecycle.claim_unfinished(epoch) {
+                unfinished.count += 1;
+                if unfinished.sample.len() < UNFINISHED_SAMPLE_SIZE {
+                    unfinished.sample.push(UnfinishedRequestSample {
+                        request_id: request.id().to_owned(),
+                        route: request.route.clone(),
+                    });
+                }
+            }
+        }
+        unfinished
+    }
+}

@@ -1,0 +1,283 @@
+//! Sinks: where a finished run goes.
+//!
+//! [`LocalJsonSink`] writes the artifact atomically: the JSON goes to a new temporary file in
+//! the destination's own folder (so the final rename never crosses file systems), is flushed
+//! and synced, then renamed over the destination. A reader therefore sees either the previous
+//! artifact or the complete new one, never a partial file. On any failure the temporary file is
+//! removed and an existing destination is left as it was.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::Run;
+
+/// Receives the run at shutdown.
+///
+/// ```
+/// use tailtriage_core::{Run, RunSink, SinkError, Tailtriage};
+///
+/// struct CountRequests;
+///
+/// impl RunSink for CountRequests {
+///     fn write(&self, run: &Run) -> Result<(), SinkError> {
+///         assert_eq!(run.requests.len(), 1);
+///         Ok(())
+///     }
+/// }
+///
+/// let tailtriage = Tailtriage::builder("checkout").sink(CountRequests).build()?;
+/// tailtriage.begin_request("/checkout").completion.finish_ok();
+/// tailtriage.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait RunSink {
+    /// Stores or forwards `run`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SinkError`] saying what failed.
+    fn write(&self, run: &Run) -> Result<(), SinkError>;
+}
+
+/// Accepts every run and keeps nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardSink;
+
+impl RunSink for DiscardSink {
+    fn write(&self, _run: &Run) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Keeps the last run written, in memory; clones share one slot.
+///
+/// ```
+/// use tailtriage_core::{MemorySink, Tailtriage};
+///
+/// let sink = MemorySink::new();
+/// let tailtriage = Tailtriage::builder("checkout").sink(sink.clone()).build()?;
+/// tailtriage.shutdown()?;
+/// assert!(sink.last_run().is_some());
+/// assert!(sink.take_run().is_some());
+/// assert!(sink.last_run().is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    slot: Arc<Mutex<Option<Run>>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the last run written, if any.
+    #[must_use]
+    pub fn last_run(&self) -> Option<Run> {
+        self.slot().clone()
+    }
+
+    /// Takes the last run written, leaving the sink empty.
+    #[must_use]
+    pub fn take_run(&self) -> Option<Run> {
+        self.slot().take()
+    }
+
+    /// Forgets the last run written.
+    pub fn clear(&self) {
+        *self.slot() = None;
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Run>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RunSink for MemorySink {
+    fn write(&self, run: &Run) -> Result<(), SinkError> {
+        *self.slot() = Some(run.clone());
+        Ok(())
+    }
+}
+
+/// Writes the run as a JSON file, atomically replacing the destination.
+///
+/// The artifact is compact JSON by default; [`pretty`](LocalJsonSink::pretty) makes it
+/// indented for reading by hand. Both load the same way.
+///
+/// ```
+/// use tailtriage_core::{LocalJsonSink, Run, Tailtriage};
+///
+/// let folder = tempfile::tempdir()?;
+/// let path = folder.path().join("run.json");
+/// let tailtriage = Tailtriage::builder("checkout")
+///     .sink(LocalJsonSink::new(&path).pretty())
+///     .build()?;
+/// tailtriage.begin_request("/checkout").completion.finish_ok();
+/// tailtriage.shutdown()?;
+///
+/// let run: Run = serde_json::from_slice(&std::fs::read(&path)?)?;
+/// assert_eq!(run.requests.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalJsonSink {
+    path: PathBuf,
+    pretty: bool,
+}
+
+impl LocalJsonSink {
+    /// A sink writing compact JSON to `path`.
+    #[must_use]
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            pretty: false,
+        }
+    }
+
+    /// Writes indented JSON instead of compact JSON.
+    #[must_use]
+    pub fn pretty(mut self) -> Self {
+        self.pretty = true;
+        self
+    }
+
+    /// The destination path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder the temporary file goes in: the destination's own.
+    fn folder(&self) -> &Path {
+        match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        }
+    }
+
+    fn serialize(&self, file: &File, temp_path: &Path, run: &Run) -> Result<(), SinkError> {
+        let mut writer = BufWriter::with_capacity(1 << 16, file);
+        let written = if self.pretty {
+            serde_json::to_writer_pretty(&mut writer, run)
+        } else {
+            serde_json::to_writer(&mut writer, run)
+        };
+        written.map_err(|error| {
+            if error.is_io() {
+                SinkError::Io(path_error("write", temp_path, io::Error::from(error)))
+            } else {
+                SinkError::Serialize(error)
+            }
+        })?;
+        writer
+            .flush()
+            .map_err(|error| SinkError::Io(path_error("write", temp_path, error)))?;
+        drop(writer);
+        file.sync_all()
+            .map_err(|error| SinkError::Io(path_error("sync", temp_path, error)))
+    }
+}
+
+impl RunSink for LocalJsonSink {
+    fn write(&self, run: &Run) -> Result<(), SinkError> {
+        let folder = self.folder();
+        let file_name = self.path.file_name().map_or_else(
+            || "tailtriage-run.json".into(),
+            |name| name.to_string_lossy(),
+        );
+
+        // The temporary file deletes itself when dropped, on every early return below.
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".tmp")
+            .tempfile_in(folder)
+            .map_err(|error| {
+                SinkError::Io(path_error("create a temporary file in", folder, error))
+            })?;
+        self.serialize(temp.as_file(), temp.path(), run)?;
+
+        temp.persist(&self.path).map_err(|error| {
+            // Dropping `error.file` removes the temporary file.
+            SinkError::Io(path_error("replace", &self.path, error.error))
+        })?;
+        Ok(())
+    }
+}
+
+/// Why a sink could not write the run.
+#[derive(Debug)]
+pub enum SinkError {
+    /// Reading or writing a file failed; the message names the path and the cause.
+    Io(io::Error),
+    /// The run could not be serialized.
+    Serialize(serde_json::Error),
+    /// Strict lifecycle is on and requests were still pending; nothing was written. Finish
+    /// every request before shutdown, or turn strict lifecycle off.
+    Lifecycle {
+        /// How many requests were pending.
+        unfinished_count: usize,
+    },
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "could not write the run artifact: {error}"),
+            Self::Serialize(error) => write!(f, "could not serialize the run: {error}"),
+            Self::Lifecycle { unfinished_count } => write!(
+                f,
+                "strict lifecycle: {unfinished_count} request(s) were still pending at \
+                 shutdown, so the run was not written"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(error) => Some(error),
+            Self::Serialize(error) => Some(error),
+            Self::Lifecycle { .. } => None,
+        }
+    }
+}
+
+/// An I/O error that names what was being done to which path, keeping the original kind.
+#[derive(Debug)]
+struct PathError {
+    action: &'static str,
+    path: PathBuf,
+    cause: io::Error,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.action, self.path.display(), self.cause)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+fn path_error(action: &'static str, path: &Path, cause: io::Error) -> io::Error {
+    io::Error::new(
+        cause.kind(),
+        PathError {
+            action,
+            path: path.to_path_buf(),
+            cause,
+        },
+    )
+}

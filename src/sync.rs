@@ -1,0 +1,290 @@
+//! The one place that chooses between real and model-checked primitives.
+//!
+//! Every other module takes its atomics, `Arc`, `Mutex`, rings and concurrent maps from here, so
+//! the recording protocol (reservation, tally, limits-hit transition, drain, gauge counts, finish
+//! exactly once) compiles unchanged against [loom] when the crate is built with
+//! `RUSTFLAGS="--cfg loom"`.
+//!
+//! Two dependencies cannot run under loom: crossbeam's `ArrayQueue` and `DashMap`. Under loom they
+//! are replaced by small stand-ins with the same contract, built on loom's `Mutex`:
+//!
+//! * [`Ring`]: a bounded multi-producer multi-consumer FIFO. `push` hands the value back when the
+//!   ring is full; `pop` returns `None` when it is empty. Both are linearizable.
+//! * [`ConcurrentMap`]: a map whose closures run while the entry's shard is locked, so that a
+//!   reader of an entry excludes a writer that removes it.
+//! * [`LazyRing`]: a ring allocated on first use (a `OnceLock` in normal builds; eager under loom,
+//!   where allocation is not what is being checked).
+//!
+//! The loom models therefore check *our* protocol around these structures, while the stress
+//! tests in `tests/` exercise the real crossbeam and dashmap types.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard,
+};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard,
+};
+
+/// Lets another thread run; used only by the rare waits of a drain, never while recording.
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+///
+/// Every critical section in the crate leaves its data consistent at each step, so a panic
+/// elsewhere (a user sink, a listener) never makes the data behind the lock unusable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(not(loom))]
+mod real {
+    use std::borrow::Borrow;
+    use std::hash::Hash;
+    use std::sync::OnceLock;
+
+    use crossbeam_queue::ArrayQueue;
+    use dashmap::DashMap;
+
+    /// A bounded lock-free MPMC ring (crossbeam's `ArrayQueue`).
+    #[derive(Debug)]
+    pub(crate) struct Ring<T>(ArrayQueue<T>);
+
+    impl<T> Ring<T> {
+        /// Creates a ring holding at most `capacity` values (`capacity` must be non-zero).
+        pub(crate) fn new(capacity: usize) -> Self {
+            Self(ArrayQueue::new(capacity))
+        }
+
+        /// Appends a value, or hands it back when the ring is full.
+        pub(crate) fn push(&self, value: T) -> Result<(), T> {
+            self.0.push(value)
+        }
+
+        /// Removes the oldest value.
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.0.pop()
+        }
+
+        /// The most values the ring holds at once.
+        pub(crate) fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+
+    /// A ring allocated by the first thread that records into it.
+    #[derive(Debug)]
+    pub(crate) struct LazyRing<T> {
+        capacity: usize,
+        ring: OnceLock<Ring<T>>,
+    }
+
+    impl<T> LazyRing<T> {
+        /// Describes a ring of `capacity` values without allocating it.
+        pub(crate) const fn new(capacity: usize) -> Self {
+            Self {
+                capacity,
+                ring: OnceLock::new(),
+            }
+        }
+
+        /// The ring, allocating it on first use.
+        pub(crate) fn get_or_alloc(&self) -> &Ring<T> {
+            self.ring.get_or_init(|| Ring::new(self.capacity))
+        }
+
+        /// The ring if anything ever allocated it.
+        pub(crate) fn get(&self) -> Option<&Ring<T>> {
+            self.ring.get()
+        }
+    }
+
+    /// A sharded concurrent hash map (`DashMap`).
+    #[derive(Debug)]
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(DashMap<K, V>);
+
+    impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
+        /// An empty map; allocates only its shard table.
+        pub(crate) fn new() -> Self {
+            Self(DashMap::new())
+        }
+
+        /// Inserts or replaces an entry.
+        pub(crate) fn insert(&self, key: K, value: V) {
+            self.0.insert(key, value);
+        }
+
+        /// Removes an entry and returns its value.
+        pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.0.remove(key).map(|(_, value)| value)
+        }
+
+        /// Runs `read` on the entry while its shard is read-locked.
+        pub(crate) fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.0.get(key).map(|entry| read(entry.value()))
+        }
+
+        /// Runs `update` on the entry for `key`, inserting `make()` first when it is absent,
+        /// while the entry's shard is write-locked.
+        pub(crate) fn upsert<R>(
+            &self,
+            key: K,
+            make: impl FnOnce() -> V,
+            update: impl FnOnce(&V) -> R,
+        ) -> R {
+            let entry = self.0.entry(key).or_insert_with(make);
+            update(entry.value())
+        }
+
+        /// Keeps only the entries for which `keep` returns true.
+        pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+            self.0.retain(|key, value| keep(key, value));
+        }
+
+        /// Visits every entry; entries inserted or removed during the visit may or may not be
+        /// seen.
+        pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+            for entry in &self.0 {
+                visit(entry.key(), entry.value());
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod model {
+    use std::borrow::Borrow;
+    use std::collections::{HashMap, VecDeque};
+    use std::hash::Hash;
+
+    use super::{lock, Mutex};
+
+    /// Model-checkable stand-in for crossbeam's `ArrayQueue`: same contract, one loom mutex.
+    #[derive(Debug)]
+    pub(crate) struct Ring<T> {
+        capacity: usize,
+        values: Mutex<VecDeque<T>>,
+    }
+
+    impl<T> Ring<T> {
+        pub(crate) fn new(capacity: usize) -> Self {
+            assert!(capacity > 0, "a ring holds at least one value");
+            Self {
+                capacity,
+                values: Mutex::new(VecDeque::new()),
+            }
+        }
+
+        pub(crate) fn push(&self, value: T) -> Result<(), T> {
+            let mut values = lock(&self.values);
+            if values.len() == self.capacity {
+                return Err(value);
+            }
+            values.push_back(value);
+            Ok(())
+        }
+
+        pub(crate) fn pop(&self) -> Option<T> {
+            lock(&self.values).pop_front()
+        }
+
+        pub(crate) fn capacity(&self) -> usize {
+            self.capacity
+        }
+    }
+
+    /// Under loom the ring is allocated eagerly: allocation is not part of the protocol.
+    #[derive(Debug)]
+    pub(crate) struct LazyRing<T>(Ring<T>);
+
+    impl<T> LazyRing<T> {
+        pub(crate) fn new(capacity: usize) -> Self {
+            Self(Ring::new(capacity))
+        }
+
+        pub(crate) fn get_or_alloc(&self) -> &Ring<T> {
+            &self.0
+        }
+
+        pub(crate) fn get(&self) -> Option<&Ring<T>> {
+            Some(&self.0)
+        }
+    }
+
+    /// Model-checkable stand-in for `DashMap`: one shard, one loom mutex.
+    #[derive(Debug)]
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(Mutex<HashMap<K, V>>);
+
+    impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self(Mutex::new(HashMap::new()))
+        }
+
+        pub(crate) fn insert(&self, key: K, value: V) {
+            lock(&self.0).insert(key, value);
+        }
+
+        pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            lock(&self.0).remove(key)
+        }
+
+        pub(crate) fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            lock(&self.0).get(key).map(read)
+        }
+
+        pub(crate) fn upsert<R>(
+            &self,
+            key: K,
+            make: impl FnOnce() -> V,
+            update: impl FnOnce(&V) -> R,
+        ) -> R {
+            let mut map = lock(&self.0);
+            update(map.entry(key).or_insert_with(make))
+        }
+
+        pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+            lock(&self.0).retain(|key, value| keep(key, value));
+        }
+
+        pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+            for (key, value) in lock(&self.0).iter() {
+                visit(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use model::{ConcurrentMap, LazyRing};
+#[cfg(not(loom))]
+pub(crate) use real::{ConcurrentMap, LazyRing};
