@@ -1,0 +1,199 @@
+//! Snapshots and shutdowns: nothing consumed, stamps, unfinished requests, strictness.
+
+use std::sync::Arc;
+
+use tailtriage_core::{
+    CaptureMode, EffectiveTokioSamplerConfig, MemorySink, RunEndReason,
+    RuntimeSamplerRegistrationError, SinkError, Tailtriage,
+};
+
+fn recorder(sink: &MemorySink) -> Tailtriage {
+    Tailtriage::builder("checkout")
+        .sink(sink.clone())
+        .build()
+        .expect("build succeeds")
+}
+
+#[test]
+fn snapshots_do_not_consume_and_a_later_shutdown_writes_everything() {
+    let sink = MemorySink::new();
+    let tailtriage = recorder(&sink);
+    for _ in 0..3 {
+        tailtriage.begin_request("/a").completion.finish_ok();
+    }
+    let first = tailtriage.snapshot();
+    let second = tailtriage.snapshot();
+    assert_eq!(first, second, "two snapshots in a row agree");
+    assert_eq!(first.requests.len(), 3);
+    assert_eq!(first.metadata.finalized_at_unix_ms, None);
+
+    tailtriage.shutdown().expect("shutdown succeeds");
+    assert_eq!(sink.last_run().expect("written").requests, first.requests);
+}
+
+#[test]
+fn shutdown_stamps_finish_and_finalize_with_one_instant_and_keeps_them_live() {
+    let sink = MemorySink::new();
+    let tailtriage = recorder(&sink);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    tailtriage.shutdown().expect("shutdown succeeds");
+    let written = sink.last_run().expect("written").metadata;
+    assert_eq!(
+        Some(written.finished_at_unix_ms),
+        written.finalized_at_unix_ms
+    );
+    assert!(written.finished_at_unix_ms >= written.started_at_unix_ms + 4);
+
+    let live = tailtriage.snapshot().metadata;
+    assert_eq!(live.finalized_at_unix_ms, written.finalized_at_unix_ms);
+    assert_eq!(live.finished_at_unix_ms, written.finished_at_unix_ms);
+}
+
+#[test]
+fn unfinished_requests_are_counted_warned_and_sampled_at_shutdown() {
+    let sink = MemorySink::new();
+    let tailtriage = recorder(&sink);
+    let mut leaked = Vec::new();
+    for index in 0..7 {
+        leaked.push(tailtriage.begin_request(format!("/pending/{index}")));
+    }
+    tailtriage.begin_request("/done").completion.finish_ok();
+    tailtriage.shutdown().expect("lenient shutdown writes");
+
+    let run = sink.last_run().expect("written");
+    assert_eq!(run.requests.len(), 1);
+    assert_eq!(run.metadata.unfinished_requests.count, 7);
+    assert_eq!(run.metadata.unfinished_requests.sample.len(), 5);
+    for sample in &run.metadata.unfinished_requests.sample {
+        assert!(sample.route.starts_with("/pending/"));
+        assert!(sample.request_id.starts_with("_pending_"));
+    }
+    assert_eq!(run.metadata.lifecycle_warnings.len(), 1);
+    assert!(run.metadata.lifecycle_warnings[0].contains("7 unfinished request"));
+
+    let live = tailtriage.snapshot();
+    assert_eq!(
+        live.metadata.unfinished_requests,
+        run.metadata.unfinished_requests
+    );
+
+    for started in leaked {
+        started.completion.finish_ok();
+    }
+}
+
+#[test]
+fn strict_lifecycle_refuses_to_write_a_run_with_pending_requests() {
+    let sink = MemorySink::new();
+    let tailtriage = Tailtriage::builder("checkout")
+        .sink(sink.clone())
+        .strict_lifecycle(true)
+        .build()
+        .expect("build succeeds");
+    let pending = tailtriage.begin_request("/pending");
+    let error = tailtriage.shutdown().expect_err("strict shutdown refuses");
+    assert!(matches!(
+        error,
+        SinkError::Lifecycle {
+            unfinished_count: 1
+        }
+    ));
+    assert!(error.to_string().contains("1 request"), "{error}");
+    assert!(sink.last_run().is_none(), "nothing was written");
+    assert_eq!(tailtriage.snapshot().metadata.unfinished_requests.count, 1);
+
+    pending.completion.finish_ok();
+    tailtriage.shutdown().expect("nothing pending any more");
+    let run = sink.last_run().expect("written");
+    assert_eq!(run.requests.len(), 1);
+    assert_eq!(run.metadata.unfinished_requests.count, 0);
+}
+
+#[test]
+fn recording_after_shutdown_keeps_working_and_a_second_shutdown_writes_it() {
+    let sink = MemorySink::new();
+    let tailtriage = recorder(&sink);
+    tailtriage.begin_request("/before").completion.finish_ok();
+    tailtriage.shutdown().expect("first shutdown");
+    tailtriage.begin_request("/after").completion.finish_ok();
+    tailtriage.shutdown().expect("second shutdown");
+    let routes: Vec<String> = sink
+        .last_run()
+        .expect("written")
+        .requests
+        .into_iter()
+        .map(|r| r.route)
+        .collect();
+    assert_eq!(routes, ["/before", "/after"]);
+}
+
+#[test]
+fn a_request_unfinished_at_one_shutdown_and_finished_later_is_in_the_next() {
+    let sink = MemorySink::new();
+    let tailtriage = recorder(&sink);
+    let started = tailtriage.begin_request("/late");
+    tailtriage.shutdown().expect("first shutdown");
+    assert_eq!(
+        sink.last_run()
+            .expect("run")
+            .metadata
+            .unfinished_requests
+            .count,
+        1
+    );
+    started.completion.finish_ok();
+    tailtriage.shutdown().expect("second shutdown");
+    let run = sink.last_run().expect("run");
+    assert_eq!(run.requests.len(), 1);
+    assert_eq!(run.metadata.unfinished_requests.count, 0);
+}
+
+#[test]
+fn the_first_run_end_reason_wins() {
+    let tailtriage = recorder(&MemorySink::new());
+    tailtriage.set_run_end_reason_if_absent(RunEndReason::ManualDisarm);
+    tailtriage.set_run_end_reason_if_absent(RunEndReason::Shutdown);
+    assert_eq!(
+        tailtriage.snapshot().metadata.run_end_reason,
+        Some(RunEndReason::ManualDisarm)
+    );
+}
+
+#[test]
+fn only_the_first_runtime_sampler_registration_succeeds() {
+    let tailtriage = recorder(&MemorySink::new());
+    let config = |cadence| EffectiveTokioSamplerConfig {
+        inherited_mode: CaptureMode::Light,
+        explicit_mode_override: None,
+        resolved_mode: CaptureMode::Light,
+        resolved_sampler_cadence_ms: cadence,
+        resolved_runtime_snapshot_retention: 100,
+    };
+    assert_eq!(
+        tailtriage_core::__internal::register_tokio_runtime_sampler(&tailtriage, config(10)),
+        Ok(())
+    );
+    assert_eq!(
+        tailtriage_core::__internal::register_tokio_runtime_sampler(&tailtriage, config(20)),
+        Err(RuntimeSamplerRegistrationError::DuplicateStart)
+    );
+    assert_eq!(
+        tailtriage
+            .snapshot()
+            .metadata
+            .effective_tokio_sampler_config,
+        Some(config(10))
+    );
+}
+
+#[test]
+fn a_shared_recorder_can_be_shut_down_from_any_thread() {
+    let sink = MemorySink::new();
+    let tailtriage = Arc::new(recorder(&sink));
+    let worker = Arc::clone(&tailtriage);
+    std::thread::spawn(move || worker.shutdown())
+        .join()
+        .expect("joins")
+        .expect("shutdown succeeds");
+    assert!(sink.last_run().is_some());
+}

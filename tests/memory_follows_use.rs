@@ -1,0 +1,105 @@
+//! Memory follows use, not limits: building allocates little whatever the limits, and memory
+//! grows with retained events only.
+//!
+//! An instrumented global allocator measures the bytes live in this test binary.
+
+use std::alloc::System;
+use std::sync::Mutex;
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+use tailtriage_core::{CaptureLimits, DiscardSink, Tailtriage};
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Serializes the tests of this binary so that they do not see each other's allocations.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Bytes currently live on the heap of this test binary.
+fn live() -> isize {
+    let stats = ALLOCATOR.stats();
+    let allocated = stats.bytes_allocated.cast_signed() + stats.bytes_reallocated;
+    allocated - stats.bytes_deallocated.cast_signed()
+}
+
+fn uniform(limit: usize) -> CaptureLimits {
+    CaptureLimits {
+        max_requests: limit,
+        max_stages: limit,
+        max_queues: limit,
+        max_inflight_snapshots: limit,
+        max_runtime_snapshots: limit,
+    }
+}
+
+/// Bytes live after building a run with `builder`, the run still alive.
+fn bytes_added_by_build(builder: tailtriage_core::TailtriageBuilder) -> isize {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let builder = builder.sink(DiscardSink);
+    let before = live();
+    let tailtriage = builder.build().expect("build succeeds");
+    let added = live() - before;
+    drop(tailtriage);
+    added
+}
+
+#[test]
+fn building_allocates_little_whatever_the_limits() {
+    let light = bytes_added_by_build(Tailtriage::builder("svc").light());
+    let investigation = bytes_added_by_build(Tailtriage::builder("svc").investigation());
+    let huge = bytes_added_by_build(Tailtriage::builder("svc").capture_limits(uniform(usize::MAX)));
+    let zero = bytes_added_by_build(Tailtriage::builder("svc").capture_limits(uniform(0)));
+    for (name, bytes) in [
+        ("light", light),
+        ("investigation", investigation),
+        ("usize::MAX", huge),
+        ("zero", zero),
+    ] {
+        assert!(
+            bytes < 64 * 1024,
+            "{name} limits: build added {bytes} bytes"
+        );
+    }
+    assert!(
+        (investigation - light).abs() < 4 * 1024,
+        "limits do not change what build allocates: light {light}, investigation {investigation}"
+    );
+}
+
+#[test]
+fn memory_grows_with_retained_events_and_stops_at_the_limit() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tailtriage = Tailtriage::builder("svc")
+        .sink(DiscardSink)
+        .capture_limits(uniform(2_000))
+        .build()
+        .expect("build succeeds");
+    let record = |count: usize| {
+        for _ in 0..count {
+            tailtriage.begin_request("/r").completion.finish_ok();
+        }
+    };
+
+    let start = live();
+    record(1_000);
+    let at_half = live() - start;
+    record(1_000);
+    let at_limit = live() - start;
+    record(10_000);
+    let past_limit = live() - start;
+
+    assert!(
+        at_half > 0 && at_limit > at_half,
+        "memory grows with retained events"
+    );
+    assert!(
+        past_limit - at_limit < 16 * 1024,
+        "dropped events cost no memory: {at_limit} at the limit, {past_limit} after 10 000 more"
+    );
+    drop(tailtriage);
+}
