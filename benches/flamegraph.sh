@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 system="${1:-ours}"
 out="${2:-docs}"
 mkdir -p "$out"
+# The folded stacks stay in the target folder for text analysis.
+folded="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$folded"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -33,10 +36,10 @@ for scenario in lifecycle_1t threads; do
   # Keep the stacks inside the recording loop; building and dropping a
   # recorder between chunks of requests is not the cost being profiled.
   perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf |
-    grep 'Recorder>::record_requests' > "$work/folded.txt"
+    grep 'Recorder>::record_requests' > "$folded/flamegraph-$scenario-$system.folded"
   title="$system, $scenario"
   [ "$scenario" = threads ] && title="$title (${BENCH_PROFILE_THREADS:-8} threads)"
-  inferno-flamegraph --title "$title" --width 1600 < "$work/folded.txt" \
+  inferno-flamegraph --title "$title" --width 1600 < "$folded/flamegraph-$scenario-$system.folded" \
     > "$out/flamegraph-$scenario-$system.svg"
-  echo "wrote $out/flamegraph-$scenario-$system.svg"
+  echo "wrote $out/flamegraph-$scenario-$system.svg (stacks: $folded/flamegraph-$scenario-$system.folded)"
 done
