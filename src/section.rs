@@ -46,7 +46,10 @@ use crossbeam_utils::CachePadded;
 use crate::sync::{lock, AtomicU64, AtomicUsize, LazyRing, Mutex, Ordering};
 
 /// Events a shard's ring holds before its writer spills them into run storage.
-pub(crate) const RING_CAPACITY: usize = 256;
+///
+/// Under loom a ring holds a single event, so that models with a handful of events reach the
+/// spill path and its races with drains.
+pub(crate) const RING_CAPACITY: usize = if cfg!(loom) { 1 } else { 256 };
 
 /// An event with the ticket its reservation drew; drains order events by it.
 #[derive(Debug)]
@@ -195,23 +198,7 @@ impl<E> Section<E> {
 /// Threads are numbered in the order they first record and use shard `number % shards`, so
 /// that threads spread evenly and each keeps to one shard for its lifetime.
 fn shard_of_current_thread(shards: usize) -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
-
-    // Thread numbering is not part of the protocol (any shard choice is correct), so it uses
-    // std's atomics even under loom.
-    static NEXT_THREAD: StdAtomicUsize = StdAtomicUsize::new(0);
-    thread_local! {
-        static THREAD_NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-
-    let number = THREAD_NUMBER.with(|number| {
-        if number.get() == usize::MAX {
-            number.set(NEXT_THREAD.fetch_add(1, StdOrdering::Relaxed));
-        }
-        number.get()
-    });
-    number % shards
+    crate::sync::thread_number() % shards
 }
 
 #[cfg(all(test, not(loom)))]

@@ -40,6 +40,41 @@ pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
 
+/// The number of the calling thread: threads are numbered 0, 1, 2, … in the order they first
+/// ask, and keep their number for life. Sections pick a thread's shard from it.
+///
+/// Under loom the numbering restarts with every execution and follows loom's threads (which
+/// share one OS thread), so a model's threads really record into different shards and every
+/// execution of a model numbers its threads the same way for the same schedule.
+pub(crate) fn thread_number() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+
+    // Numbering is not part of the protocol (any shard choice is correct), so it uses std's
+    // atomics even under loom: the models need no extra interleavings for it.
+    #[cfg(not(loom))]
+    static NEXT_THREAD: StdAtomicUsize = StdAtomicUsize::new(0);
+    #[cfg(loom)]
+    loom::lazy_static! {
+        static ref NEXT_THREAD: StdAtomicUsize = StdAtomicUsize::new(0);
+    }
+    #[cfg(not(loom))]
+    thread_local! {
+        static THREAD_NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static THREAD_NUMBER: Cell<usize> = Cell::new(usize::MAX);
+    }
+
+    THREAD_NUMBER.with(|number| {
+        if number.get() == usize::MAX {
+            number.set(NEXT_THREAD.fetch_add(1, StdOrdering::Relaxed));
+        }
+        number.get()
+    })
+}
+
 /// Locks a mutex, recovering the data if a panicking thread poisoned it.
 ///
 /// Every critical section in the crate leaves its data consistent at each step, so a panic
@@ -176,7 +211,7 @@ mod real {
 #[cfg(loom)]
 mod model {
     use std::borrow::Borrow;
-    use std::collections::{HashMap, VecDeque};
+    use std::collections::VecDeque;
     use std::hash::Hash;
 
     use super::{lock, Mutex};
@@ -234,16 +269,24 @@ mod model {
     }
 
     /// Model-checkable stand-in for `DashMap`: one shard, one loom mutex.
+    ///
+    /// Entries are kept in insertion order rather than hashed, so that visiting them (which
+    /// touches loom objects, for example when cloning a loom `Arc`) happens in the same order
+    /// in every execution of a model; loom requires each execution to be deterministic.
     #[derive(Debug)]
-    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(Mutex<HashMap<K, V>>);
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(Mutex<Vec<(K, V)>>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(Mutex::new(HashMap::new()))
+            Self(Mutex::new(Vec::new()))
         }
 
         pub(crate) fn insert(&self, key: K, value: V) {
-            lock(&self.0).insert(key, value);
+            let mut entries = lock(&self.0);
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => entries.push((key, value)),
+            }
         }
 
         pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
@@ -251,7 +294,9 @@ mod model {
             K: Borrow<Q>,
             Q: Hash + Eq + ?Sized,
         {
-            lock(&self.0).remove(key)
+            let mut entries = lock(&self.0);
+            let index = entries.iter().position(|(k, _)| k.borrow() == key)?;
+            Some(entries.remove(index).1)
         }
 
         pub(crate) fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
@@ -259,7 +304,11 @@ mod model {
             K: Borrow<Q>,
             Q: Hash + Eq + ?Sized,
         {
-            lock(&self.0).get(key).map(read)
+            let entries = lock(&self.0);
+            entries
+                .iter()
+                .find(|(k, _)| k.borrow() == key)
+                .map(|(_, value)| read(value))
         }
 
         pub(crate) fn upsert<R>(
@@ -268,12 +317,19 @@ mod model {
             make: impl FnOnce() -> V,
             update: impl FnOnce(&V) -> R,
         ) -> R {
-            let mut map = lock(&self.0);
-            update(map.entry(key).or_insert_with(make))
+            let mut entries = lock(&self.0);
+            let index = match entries.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => {
+                    entries.push((key, make()));
+                    entries.len() - 1
+                }
+            };
+            update(&entries[index].1)
         }
 
         pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-            lock(&self.0).retain(|key, value| keep(key, value));
+            lock(&self.0).retain(|(key, value)| keep(key, value));
         }
 
         pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
