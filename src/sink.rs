@@ -164,6 +164,7 @@ impl LocalJsonSink {
     }
 
     fn serialize(&self, file: &File, temp_path: &Path, run: &Run) -> Result<(), SinkError> {
+        let failed = |action, error| SinkError::Io(self.path_error(action, temp_path, error));
         let mut writer = BufWriter::with_capacity(1 << 16, file);
         let written = if self.pretty {
             serde_json::to_writer_pretty(&mut writer, run)
@@ -172,17 +173,32 @@ impl LocalJsonSink {
         };
         written.map_err(|error| {
             if error.is_io() {
-                SinkError::Io(path_error("write", temp_path, io::Error::from(error)))
+                failed("write the temporary file", io::Error::from(error))
             } else {
                 SinkError::Serialize(error)
             }
         })?;
         writer
             .flush()
-            .map_err(|error| SinkError::Io(path_error("write", temp_path, error)))?;
+            .map_err(|error| failed("write the temporary file", error))?;
         drop(writer);
         file.sync_all()
-            .map_err(|error| SinkError::Io(path_error("sync", temp_path, error)))
+            .map_err(|error| failed("sync the temporary file", error))
+    }
+
+    /// An I/O error naming this sink's destination, the step that failed and the path it
+    /// failed on (a failed step may concern the folder or the temporary file, but the caller
+    /// knows the destination, so the message always names it too).
+    fn path_error(&self, action: &'static str, path: &Path, cause: io::Error) -> io::Error {
+        io::Error::new(
+            cause.kind(),
+            PathError {
+                destination: self.path.clone(),
+                action,
+                path: path.to_path_buf(),
+                cause,
+            },
+        )
     }
 }
 
@@ -200,13 +216,13 @@ impl RunSink for LocalJsonSink {
             .suffix(".tmp")
             .tempfile_in(folder)
             .map_err(|error| {
-                SinkError::Io(path_error("create a temporary file in", folder, error))
+                SinkError::Io(self.path_error("create a temporary file in", folder, error))
             })?;
         self.serialize(temp.as_file(), temp.path(), run)?;
 
         temp.persist(&self.path).map_err(|error| {
             // Dropping `error.file` removes the temporary file.
-            SinkError::Io(path_error("replace", &self.path, error.error))
+            SinkError::Io(self.path_error("replace", &self.path, error.error))
         })?;
         Ok(())
     }
@@ -251,17 +267,32 @@ impl std::error::Error for SinkError {
     }
 }
 
-/// An I/O error that names what was being done to which path, keeping the original kind.
+/// An I/O error that names the destination, what was being done to which path, and the cause,
+/// keeping the cause's kind.
 #[derive(Debug)]
 struct PathError {
+    /// The artifact the sink was asked to write.
+    destination: PathBuf,
     action: &'static str,
+    /// The path the failed step concerned: the destination, its folder or the temporary file.
     path: PathBuf,
     cause: io::Error,
 }
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.action, self.path.display(), self.cause)
+        if self.path == self.destination {
+            write!(f, "{} {}: {}", self.action, self.path.display(), self.cause)
+        } else {
+            write!(
+                f,
+                "{} {} for {}: {}",
+                self.action,
+                self.path.display(),
+                self.destination.display(),
+                self.cause
+            )
+        }
     }
 }
 
@@ -269,15 +300,4 @@ impl std::error::Error for PathError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.cause)
     }
-}
-
-fn path_error(action: &'static str, path: &Path, cause: io::Error) -> io::Error {
-    io::Error::new(
-        cause.kind(),
-        PathError {
-            action,
-            path: path.to_path_buf(),
-            cause,
-        },
-    )
 }
