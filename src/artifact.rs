@@ -84,12 +84,14 @@ pub struct TruncationSummary {
     /// Runtime snapshots past their limit.
     pub dropped_runtime_snapshots: u64,
     /// Requests that were not tracked as pending because as many requests as the request
-    /// limit were already pending (or the request section was full); each is also counted in
-    /// `dropped_requests`. Absent in artifacts that refused none.
+    /// limit were already pending; each is also counted in `dropped_requests`. (A request
+    /// begun once the request section is full is counted in `dropped_requests` only.) Absent
+    /// in artifacts that refused none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refused_pending_requests: u64,
     /// In-flight guards whose gauge was not tracked because as many distinct gauges as the
-    /// snapshot limit were already live. Absent in artifacts that refused none.
+    /// snapshot limit were already tracked (live, or idle and not yet swept). Absent in
+    /// artifacts that refused none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refused_gauges: u64,
 }

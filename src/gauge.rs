@@ -16,9 +16,12 @@
 //! up and down costs no allocation) until the map reaches its bound; then cells at zero are
 //! swept out. A sweep write-locks each map shard, and increments happen under the read lock,
 //! so a sweep can never remove a cell between a lookup and its increment. Sweeps are spaced so
-//! that their cost stays proportional to the gauges created. A guard for a new gauge when
-//! every tracked gauge is live is refused: it counts nothing, each of its two snapshots is
-//! counted as dropped, and the run's `refused_gauges` counter grows.
+//! that their cost stays proportional to the new names seen: a sweep waits for half the bound
+//! of new names (created or refused) since the previous one. A guard for a new gauge that
+//! finds no room is refused: it counts nothing, each of its two snapshots is counted as
+//! dropped, and the run's `refused_gauges` counter grows. Room is missing when every tracked
+//! gauge is live, and also, for at most half the bound of new names, when idle cells wait for
+//! the next sweep: the price of keeping sweeps amortized.
 
 use crate::sync::{Arc, AtomicU64, AtomicUsize, ConcurrentMap, Ordering};
 use crate::Tailtriage;
@@ -42,9 +45,10 @@ pub(crate) struct Gauges {
     tracked: AtomicUsize,
     /// The most distinct gauges tracked at once.
     bound: usize,
-    /// Gauges created since the last sweep; a sweep waits until it reaches half the bound.
-    created_since_sweep: AtomicUsize,
-    /// Guards refused because every tracked gauge was live.
+    /// New names (gauges created, and names refused at the bound) since the last sweep; a
+    /// sweep waits until it reaches half the bound.
+    new_names_since_sweep: AtomicUsize,
+    /// Guards for new names refused for want of room (see the module docs).
     refused: AtomicU64,
 }
 
@@ -54,7 +58,7 @@ impl Gauges {
             by_name: ConcurrentMap::new(),
             tracked: AtomicUsize::new(0),
             bound,
-            created_since_sweep: AtomicUsize::new(0),
+            new_names_since_sweep: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
         }
     }
@@ -104,15 +108,19 @@ impl Gauges {
     /// Reserves room for one more gauge, sweeping idle gauges when the bound is reached.
     fn reserve_slot(&self) -> bool {
         if self.tracked.fetch_add(1, Ordering::Relaxed) < self.bound {
-            self.created_since_sweep.fetch_add(1, Ordering::Relaxed);
+            self.new_names_since_sweep.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         self.tracked.fetch_sub(1, Ordering::Relaxed);
 
-        // Sweep only after enough creations that its cost is amortized over them.
-        let due = self.created_since_sweep.load(Ordering::Relaxed) >= (self.bound / 2).max(1);
+        // Sweep only after enough new names that its cost is amortized over them. A name met
+        // at the bound counts even if it is refused: were only creations counted, a sweep that
+        // found every gauge live would stop all creation, the count would never grow again,
+        // and new names would be refused forever, even after every gauge went idle.
+        let new_names = self.new_names_since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = new_names >= (self.bound / 2).max(1);
         if due {
-            self.created_since_sweep.store(0, Ordering::Relaxed);
+            self.new_names_since_sweep.store(0, Ordering::Relaxed);
             self.by_name.retain(|_, gauge| {
                 let idle = gauge.count.load(Ordering::Acquire) == 0;
                 if idle {
@@ -121,7 +129,7 @@ impl Gauges {
                 !idle
             });
             if self.tracked.fetch_add(1, Ordering::Relaxed) < self.bound {
-                self.created_since_sweep.fetch_add(1, Ordering::Relaxed);
+                self.new_names_since_sweep.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
             self.tracked.fetch_sub(1, Ordering::Relaxed);
