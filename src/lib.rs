@@ -89,6 +89,10 @@ pub use request::{
 pub use sink::{DiscardSink, LocalJsonSink, MemorySink, RunSink, SinkError};
 pub use timers::{QueueTimer, StageTimer};
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod runtime_sampler;
+
 /// Why a runtime sampler could not be registered on a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeSamplerRegistrationError {
