@@ -26,9 +26,14 @@
 //! Environment:
 //! - `BENCH_QUICK=1`: fewer rounds and smaller samples (the whole run stays
 //!   well under three minutes);
-//! - `BENCH_PROFILE=lifecycle_1t|threads`: instead of comparing, run one
-//!   system in a loop for profiling (`BENCH_PROFILE_SYSTEM`, default `ours`;
-//!   `BENCH_PROFILE_SECS`, default 10; `BENCH_PROFILE_THREADS`, default 8).
+//! - `BENCH_PROFILE=lifecycle_1t|threads|drop_path|shutdown_100k`: instead of
+//!   comparing, run one system in a loop for profiling (`BENCH_PROFILE_SYSTEM`,
+//!   default `ours`; `BENCH_PROFILE_SECS`, default 10, or
+//!   `BENCH_PROFILE_CHUNKS` chunks of 50 000 requests or shutdowns for
+//!   repeatable instruction counts; `BENCH_PROFILE_THREADS`, default 8).
+//!
+//! - `BENCH_ONLY=drop_path,threads,...`: run only the named scenarios (the
+//!   others print as `n/a`) and leave the summary file alone.
 //!
 //! Results: a table on stdout and `bench-summary.json` in the target folder
 //! (`CARGO_TARGET_DIR` when set, else `target`).
@@ -341,6 +346,9 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     quick: bool,
+    /// Scenarios to run (`BENCH_ONLY`, comma-separated); `None` runs them all
+    /// and writes the summary file.
+    only: Option<&'static [&'static str]>,
     rounds: usize,
     lifecycle_requests: usize,
     threads_requests: usize,
@@ -352,9 +360,17 @@ struct Plan {
 impl Plan {
     fn from_env() -> Self {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|value| value != "0");
+        let only = std::env::var("BENCH_ONLY").ok().map(|list| {
+            let names: Vec<&'static str> = list
+                .split(',')
+                .map(|name| &*String::leak(name.trim().to_owned()))
+                .collect();
+            &*names.leak()
+        });
         if quick {
             Self {
                 quick,
+                only,
                 rounds: 5,
                 lifecycle_requests: 50_000,
                 threads_requests: 64_000,
@@ -365,6 +381,7 @@ impl Plan {
         } else {
             Self {
                 quick,
+                only,
                 rounds: 11,
                 lifecycle_requests: 200_000,
                 threads_requests: 192_000,
@@ -373,6 +390,11 @@ impl Plan {
                 memory_repeats: 3,
             }
         }
+    }
+
+    /// Whether this run includes `scenario`.
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_none_or(|only| only.contains(&scenario))
     }
 }
 
@@ -456,14 +478,18 @@ fn recording_sample(system: System, requests: usize) -> f64 {
 
 /// Milliseconds `shutdown()` takes to write an artifact of
 /// [`ARTIFACT_REQUESTS`] requests, and the artifact's size in bytes.
-fn shutdown_sample(system: System) -> (f64, u64) {
+/// `pretty` asks ours for the indented artifact the published crate writes.
+fn shutdown_sample(system: System, pretty: bool) -> (f64, u64) {
     let folder = tempfile::tempdir().expect("a temporary folder for the artifact");
     let path = folder.path().join("run.json");
 
     macro_rules! shutdown_with {
-        ($krate:ident) => {{
+        ($krate:ident) => {
+            shutdown_with!($krate, $krate::LocalJsonSink::new(&path))
+        };
+        ($krate:ident, $sink:expr) => {{
             let run = $krate::Tailtriage::builder("compare-bench")
-                .output(&path)
+                .sink($sink)
                 .build()
                 .expect("a non-empty service name builds");
             run.record_requests(ARTIFACT_REQUESTS);
@@ -474,6 +500,12 @@ fn shutdown_sample(system: System) -> (f64, u64) {
     }
 
     let elapsed = match system {
+        System::Ours if pretty => {
+            shutdown_with!(
+                tailtriage_core,
+                tailtriage_core::LocalJsonSink::new(&path).pretty()
+            )
+        }
         System::Ours => shutdown_with!(tailtriage_core),
         System::Published020 => shutdown_with!(published),
         System::Published030 => shutdown_with!(published_0_3),
@@ -601,7 +633,7 @@ fn run_comparison(plan: Plan) -> Results {
 
     // Memory first, in children, before this process has done any work.
     eprintln!("memory ...");
-    for task in [
+    let memory_tasks = [
         "build-light-ours",
         "build-investigation-ours",
         "build-light-published_0_2_0",
@@ -609,7 +641,8 @@ fn run_comparison(plan: Plan) -> Results {
         "events-ours",
         "events-published_0_2_0",
         "events-published_0_3_0",
-    ] {
+    ];
+    for task in memory_tasks.into_iter().filter(|_| plan.runs("memory")) {
         memory.insert(task, memory_sample(task, plan.memory_repeats));
     }
 
@@ -619,7 +652,7 @@ fn run_comparison(plan: Plan) -> Results {
     }
 
     eprintln!("lifecycle_1t ...");
-    for round in 0..plan.rounds {
+    for round in (0..plan.rounds).filter(|_| plan.runs("lifecycle_1t")) {
         for system in rotated(&System::ALL, round) {
             let value = lifecycle_sample(system, plan.lifecycle_requests);
             samples.push("lifecycle_1t", system.name(), value);
@@ -627,7 +660,7 @@ fn run_comparison(plan: Plan) -> Results {
     }
 
     eprintln!("threads ...");
-    for round in 0..plan.rounds {
+    for round in (0..plan.rounds).filter(|_| plan.runs("threads")) {
         for threads in THREAD_COUNTS {
             for system in rotated(&System::ALL, round + threads) {
                 let value = threads_sample(system, threads, plan.threads_requests);
@@ -637,7 +670,7 @@ fn run_comparison(plan: Plan) -> Results {
     }
 
     eprintln!("drop_path ...");
-    for round in 0..plan.rounds {
+    for round in (0..plan.rounds).filter(|_| plan.runs("drop_path")) {
         let cases: [DropCase; 3] = [
             ("ours", |n| saturated_sample(System::Ours, n)),
             ("ours_recording", |n| recording_sample(System::Ours, n)),
@@ -651,11 +684,16 @@ fn run_comparison(plan: Plan) -> Results {
     }
 
     eprintln!("shutdown_100k ...");
-    for round in 0..plan.shutdown_rounds {
-        for system in rotated(&[System::Ours, System::Published020], round) {
-            let (ms, bytes) = shutdown_sample(system);
-            samples.push("shutdown_100k", system.name(), ms);
-            shutdown_bytes.insert(system.name(), bytes);
+    let cases = [
+        ("ours", System::Ours, false),
+        ("ours_pretty", System::Ours, true),
+        ("published_0_2_0", System::Published020, false),
+    ];
+    for round in (0..plan.shutdown_rounds).filter(|_| plan.runs("shutdown_100k")) {
+        for (name, system, pretty) in rotated(&cases, round) {
+            let (ms, bytes) = shutdown_sample(system, pretty);
+            samples.push("shutdown_100k", name, ms);
+            shutdown_bytes.insert(name, bytes);
         }
     }
 
@@ -837,11 +875,26 @@ fn report(results: &Results, summary: &Value) -> String {
     for name in ["ours", "published_0_2_0"] {
         let _ = writeln!(
             out,
-            "| {name} | {:.1} | {:.0} |",
+            "| {name} (default sink) | {:.1} | {:.0} |",
             shutdown(&format!("{name}_ms")),
             shutdown(&format!("{name}_bytes"))
         );
     }
+    // Not in the summary file: ours writing the indented artifact 0.2.0 writes.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "byte counts stay far below 2^52"
+    )]
+    let pretty_bytes = results
+        .shutdown_bytes
+        .get("ours_pretty")
+        .copied()
+        .unwrap_or(0) as f64;
+    let _ = writeln!(
+        out,
+        "| ours, `LocalJsonSink::pretty()` | {:.1} | {pretty_bytes:.0} |",
+        results.samples.median("shutdown_100k", "ours_pretty")
+    );
 
     let memory = |task: &str| results.memory.get(task).copied().unwrap_or(f64::NAN);
     let events = f64::from(EVENTS_PER_REQUEST) * 100_000.0;
@@ -958,17 +1011,55 @@ fn profile(scenario: &str) {
             .unwrap_or(default)
     };
     let seconds = env_number("BENCH_PROFILE_SECS", 10);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // A fixed amount of work instead of a fixed time, for instruction counts
+    // that repeat exactly (valgrind's callgrind).
+    let chunks = std::env::var("BENCH_PROFILE_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut done = 0_u64;
+    let mut more = || {
+        done += 1;
+        chunks.map_or_else(|| Instant::now() < deadline, |chunks| done <= chunks)
+    };
+
+    if scenario == "shutdown_100k" {
+        let mut shutdowns = 0_u32;
+        let mut busy = 0.0;
+        while more() {
+            busy += shutdown_sample(system, false).0;
+            shutdowns += 1;
+        }
+        eprintln!(
+            "profiled {system_name} in {scenario}: {:.1} ms per shutdown",
+            busy / f64::from(shutdowns.max(1))
+        );
+        return;
+    }
+
+    if scenario == "drop_path" {
+        let mut events_per_s = Vec::new();
+        while more() {
+            events_per_s.push(saturated_sample(system, 50_000));
+        }
+        eprintln!(
+            "profiled {system_name} in {scenario}: {:.0} events/s",
+            median(&mut events_per_s)
+        );
+        return;
+    }
+
     let threads = match scenario {
         "lifecycle_1t" => 1,
         "threads" => usize::try_from(env_number("BENCH_PROFILE_THREADS", 8)).unwrap_or(8),
-        other => panic!("BENCH_PROFILE names lifecycle_1t or threads, not {other:?}"),
+        other => {
+            panic!("BENCH_PROFILE names lifecycle_1t, threads or shutdown_100k, not {other:?}")
+        }
     };
-
     let chunk = 50_000;
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut requests = 0;
     let mut busy = Duration::ZERO;
-    while Instant::now() < deadline {
+    while more() {
         busy += with_recorder(system, Limits::room_for(chunk), |recorder| {
             if threads == 1 {
                 time_here(recorder, chunk)
@@ -1011,6 +1102,10 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    if plan.only.is_some() {
+        println!("BENCH_ONLY is set: the summary file is left as it was");
+        return;
+    }
     let path = summary_path();
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).expect("the target folder can be created");
