@@ -263,6 +263,7 @@ mod model {
             &self.0
         }
 
+        #[allow(clippy::unnecessary_wraps, reason = "the same signature as the real ring")]
         pub(crate) fn get(&self) -> Option<&Ring<T>> {
             Some(&self.0)
         }
@@ -318,13 +319,13 @@ mod model {
             update: impl FnOnce(&V) -> R,
         ) -> R {
             let mut entries = lock(&self.0);
-            let index = match entries.iter().position(|(k, _)| *k == key) {
-                Some(index) => index,
-                None => {
+            let index = entries
+                .iter()
+                .position(|(k, _)| *k == key)
+                .unwrap_or_else(|| {
                     entries.push((key, make()));
                     entries.len() - 1
-                }
-            };
+                });
             update(&entries[index].1)
         }
 
