@@ -3,17 +3,21 @@
 //! The artifact stores instants as milliseconds since the Unix epoch and durations as
 //! microseconds. Reading the wall clock on every event would add a system-time read per instant
 //! to the hot path, so a run reads the wall clock once, at build, and derives every later instant
-//! from the monotonic clock it must read anyway to time durations:
+//! from the monotonic counter it must read anyway to time durations:
 //!
 //! ```text
-//! unix_ms(instant) = origin_unix_us / 1000 + (instant - origin_instant)
+//! unix_ms(instant) = (origin_unix_us + nanos(instant - origin) / 1000) / 1000
 //! ```
+//!
+//! The counter is the CPU's invariant time-stamp counter, read raw on the hot path and scaled
+//! to nanoseconds only when a run is drained.
 //!
 //! Consequences a reader should know: instants within a run never go backwards even if the
 //! system clock is stepped, and they agree with the wall clock as of the moment the run was
 //! built.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Converts a [`SystemTime`] to milliseconds since the Unix epoch.
 ///
@@ -47,11 +51,25 @@ fn saturating_u64(value: u128) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
 }
 
-/// Maps monotonic instants of one run to wall-clock milliseconds.
-#[derive(Debug, Clone, Copy)]
+/// The process's calibrated cycle counter, shared by every run (calibration takes a few
+/// milliseconds, so it happens once).
+fn counter() -> &'static quanta::Clock {
+    static COUNTER: OnceLock<quanta::Clock> = OnceLock::new();
+    COUNTER.get_or_init(quanta::Clock::new)
+}
+
+/// Maps the instants of one run to wall-clock milliseconds and durations to microseconds.
+///
+/// Instants are raw readings of the CPU's invariant time-stamp counter (through `quanta`),
+/// which cost a fraction of a system monotonic-clock read; they are scaled to nanoseconds only
+/// when a run is drained. Where the processor has no usable invariant counter, `quanta` falls
+/// back to the system's monotonic clock, so readings stay monotonic either way.
+#[derive(Debug, Clone)]
 pub(crate) struct RunClock {
-    /// The monotonic instant read at build; every event instant is stored relative to it.
-    origin: Instant,
+    /// The calibrated counter.
+    counter: quanta::Clock,
+    /// The raw reading at build; every event instant is measured from it.
+    origin: u64,
     /// Microseconds since the Unix epoch at `origin`, read once from the wall clock.
     origin_unix_us: u64,
 }
@@ -59,23 +77,45 @@ pub(crate) struct RunClock {
 impl RunClock {
     /// Reads both clocks once.
     pub(crate) fn start() -> Self {
+        let counter = counter().clone();
         let origin_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since_epoch| saturating_u64(since_epoch.as_micros()));
         Self {
-            origin: Instant::now(),
+            origin: counter.raw(),
+            counter,
             origin_unix_us,
         }
     }
 
-    /// Nanoseconds from the run's origin to now: the one clock read an instant costs.
+    /// The current instant: the one counter read an instant costs.
     pub(crate) fn now(&self) -> Tick {
-        Tick(saturating_u64(self.origin.elapsed().as_nanos()))
+        Tick(self.counter.raw())
     }
 
-    /// Wall-clock milliseconds since the Unix epoch of a tick of this run.
+    /// Nanoseconds from the run's origin to `tick` (zero for readings before the origin).
+    fn nanos_since_origin(&self, tick: Tick) -> u64 {
+        self.nanos_between(Tick(self.origin), tick)
+    }
+
+    /// Nanoseconds from `earlier` to `later`, zero if `later` is not after `earlier`.
+    fn nanos_between(&self, earlier: Tick, later: Tick) -> u64 {
+        if later.0 <= earlier.0 {
+            return 0;
+        }
+        self.counter.delta_as_nanos(earlier.0, later.0)
+    }
+
+    /// Whole microseconds from `earlier` to `later`, zero if `later` is not after `earlier`.
+    pub(crate) fn micros_between(&self, earlier: Tick, later: Tick) -> u64 {
+        self.nanos_between(earlier, later) / 1_000
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch of an instant of this run.
     pub(crate) fn unix_ms(&self, tick: Tick) -> u64 {
-        self.origin_unix_us.saturating_add(tick.0 / 1_000) / 1_000
+        self.origin_unix_us
+            .saturating_add(self.nanos_since_origin(tick) / 1_000)
+            / 1_000
     }
 
     /// Wall-clock milliseconds since the Unix epoch now, by the run clock.
@@ -84,16 +124,9 @@ impl RunClock {
     }
 }
 
-/// A monotonic instant of one run: nanoseconds since the run's origin.
+/// An instant of one run: a raw counter reading, meaningful only through its [`RunClock`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Tick(u64);
-
-impl Tick {
-    /// Whole microseconds from `self` to `later` (zero if `later` is earlier).
-    pub(crate) fn micros_until(self, later: Tick) -> u64 {
-        later.0.saturating_sub(self.0) / 1_000
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -120,11 +153,26 @@ mod tests {
             wall.abs_diff(derived) <= 5,
             "derived {derived} vs wall {wall}"
         );
-        assert_eq!(first.micros_until(first), 0);
+        assert_eq!(clock.micros_between(first, first), 0);
         assert_eq!(
-            second.micros_until(first),
+            clock.micros_between(second, first),
             0,
             "earlier end saturates at zero"
+        );
+    }
+
+    #[test]
+    fn run_clock_measures_durations_like_the_system_clock() {
+        let clock = RunClock::start();
+        let started = clock.now();
+        let system_started = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let micros = clock.micros_between(started, clock.now());
+        let system_micros = u64::try_from(system_started.elapsed().as_micros()).unwrap();
+        assert!(micros >= 19_000, "measured {micros} us for a 20 ms sleep");
+        assert!(
+            micros.abs_diff(system_micros) < 2_000,
+            "counter {micros} us vs system {system_micros} us"
         );
     }
 }

@@ -60,7 +60,7 @@ impl RequestRecord {
             kind: request.kind.clone(),
             started_at_unix_ms: clock.unix_ms(request.started),
             finished_at_unix_ms: clock.unix_ms(self.finished),
-            latency_us: request.started.micros_until(self.finished),
+            latency_us: clock.micros_between(request.started, self.finished),
             outcome: self.outcome.as_str().to_owned(),
         }
     }
@@ -73,7 +73,7 @@ impl StageRecord {
             stage: self.stage.clone(),
             started_at_unix_ms: clock.unix_ms(self.started),
             finished_at_unix_ms: clock.unix_ms(self.finished),
-            latency_us: self.started.micros_until(self.finished),
+            latency_us: clock.micros_between(self.started, self.finished),
             success: self.success,
             cancelled: self.cancelled,
         }
@@ -87,7 +87,7 @@ impl QueueRecord {
             queue: self.queue.clone(),
             waited_from_unix_ms: clock.unix_ms(self.started),
             waited_until_unix_ms: clock.unix_ms(self.finished),
-            wait_us: self.started.micros_until(self.finished),
+            wait_us: clock.micros_between(self.started, self.finished),
             depth_at_start: self.depth_at_start,
             cancelled: self.cancelled,
         }

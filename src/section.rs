@@ -9,7 +9,7 @@
 //!  writer ──reserve──▶ capacity counter ──granted (seq)──▶ ring of the writer's shard
 //!     │                        │                                  │ full: spill
 //!     │                        └─refused──▶ drop tally of shard   ▼
-//!     │                                                     run storage (Vec)
+//!     │                                                 spilled batches (Vecs)
 //!  snapshot / shutdown ──drain every ring──────────────────────────▲
 //! ```
 //!
@@ -21,11 +21,12 @@
 //!    writer's shard; a thread always uses the same shard, so its events stay in its program
 //!    order. Rings are allocated by their first writer and never grow.
 //! 3. **Spill.** When the ring is full the writer takes the storage lock, moves the ring's events
-//!    into run storage and stores its own event there directly. This happens once per ring's
-//!    worth of events, never per event.
+//!    into a new batch of exactly the ring's size, adds its own event and files the batch. This
+//!    happens once per ring's worth of events, never per event; batches are small heap blocks,
+//!    so spilling never copies earlier events the way a growing `Vec` would.
 //! 4. **Drain.** `snapshot()` and `shutdown()` take the storage lock, move every ring's events
-//!    into storage and sort storage by sequence number. Storage is never consumed: later drains
-//!    see everything earlier ones did.
+//!    and every batch into one list and sort it by sequence number. Storage is never consumed:
+//!    later drains see everything earlier ones did.
 //!
 //! # Invariants
 //!
@@ -43,7 +44,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{lock, AtomicU64, AtomicUsize, LazyRing, Mutex, Ordering};
+use crate::sync::{lock, AtomicU64, AtomicUsize, LazyRing, Mutex, Ordering, Ring};
 
 /// Events a shard's ring holds before its writer spills them into run storage.
 ///
@@ -89,8 +90,17 @@ pub(crate) struct Section<E> {
     reserved: CachePadded<AtomicUsize>,
     /// Per-shard rings and tallies; a thread always records into the same shard.
     shards: Box<[CachePadded<Shard<E>>]>,
-    /// Events moved out of the rings, ordered by ticket after every drain.
-    storage: Mutex<Vec<Sequenced<E>>>,
+    /// Events moved out of the rings.
+    storage: Mutex<Storage<E>>,
+}
+
+/// Events moved out of the rings: what drains merged, and batches spilled since.
+#[derive(Debug)]
+struct Storage<E> {
+    /// Every event drained so far, ordered by ticket.
+    merged: Vec<Sequenced<E>>,
+    /// Batches spilled by writers since the last drain.
+    batches: Vec<Vec<Sequenced<E>>>,
 }
 
 impl<E> Section<E> {
@@ -110,7 +120,10 @@ impl<E> Section<E> {
             limit,
             reserved: CachePadded::new(AtomicUsize::new(0)),
             shards,
-            storage: Mutex::new(Vec::new()),
+            storage: Mutex::new(Storage {
+                merged: Vec::new(),
+                batches: Vec::new(),
+            }),
         }
     }
 
@@ -137,14 +150,13 @@ impl<E> Section<E> {
         let ring = shard.ring.get_or_alloc();
         let sequenced = Sequenced { seq, event: make() };
         if let Err(sequenced) = ring.push(sequenced) {
+            // Allocate outside the lock; pop under it, so that a drain never misses events
+            // that have left the ring but not yet reached storage.
+            let mut batch = Vec::with_capacity(ring.capacity() + 1);
             let mut storage = lock(&self.storage);
-            for _ in 0..ring.capacity() {
-                match ring.pop() {
-                    Some(spilled) => storage.push(spilled),
-                    None => break,
-                }
-            }
-            storage.push(sequenced);
+            pop_into(ring, &mut batch);
+            batch.push(sequenced);
+            storage.batches.push(batch);
         }
         Offer::Kept
     }
@@ -173,23 +185,31 @@ impl<E> Section<E> {
     /// retained events. Nothing is consumed.
     pub(crate) fn drain_and_read<R>(&self, read: impl FnOnce(&[Sequenced<E>]) -> R) -> R {
         let mut storage = lock(&self.storage);
+        let Storage { merged, batches } = &mut *storage;
+        for batch in batches.drain(..) {
+            merged.extend(batch);
+        }
         for shard in &*self.shards {
-            let Some(ring) = shard.ring.get() else {
-                continue;
-            };
-            // Bounded by the ring's capacity so that busy writers cannot keep a drain going.
-            for _ in 0..ring.capacity() {
-                match ring.pop() {
-                    Some(event) => storage.push(event),
-                    None => break,
-                }
+            if let Some(ring) = shard.ring.get() {
+                pop_into(ring, merged);
             }
         }
 
-        // Storage is a sorted prefix followed by a few nearly sorted batches; a stable sort
-        // merges such runs in close to linear time.
-        storage.sort_by_key(|sequenced| sequenced.seq);
-        read(&storage)
+        // A sorted prefix followed by a few nearly sorted batches: a stable sort merges such
+        // runs in close to linear time.
+        merged.sort_by_key(|sequenced| sequenced.seq);
+        read(merged)
+    }
+}
+
+/// Moves the ring's events into `events`, at most one ring's worth so that busy writers cannot
+/// keep the caller going.
+fn pop_into<E>(ring: &Ring<Sequenced<E>>, events: &mut Vec<Sequenced<E>>) {
+    for _ in 0..ring.capacity() {
+        match ring.pop() {
+            Some(event) => events.push(event),
+            None => break,
+        }
     }
 }
 

@@ -148,14 +148,16 @@ mod real {
         }
     }
 
-    /// A sharded concurrent hash map (`DashMap`).
+    /// A sharded concurrent hash map (`DashMap`), hashing with foldhash: keys are request
+    /// numbers and gauge names, for which SipHash's cost is not worth paying on every event.
+    /// foldhash is seeded per map, so gauge names chosen by clients cannot aim at one shard.
     #[derive(Debug)]
-    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(DashMap<K, V>);
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(DashMap<K, V, foldhash::fast::RandomState>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         /// An empty map; allocates only its shard table.
         pub(crate) fn new() -> Self {
-            Self(DashMap::new())
+            Self(DashMap::with_hasher(foldhash::fast::RandomState::default()))
         }
 
         /// Inserts or replaces an entry.
@@ -342,6 +344,6 @@ mod model {
 }
 
 #[cfg(loom)]
-pub(crate) use model::{ConcurrentMap, LazyRing};
+pub(crate) use model::{ConcurrentMap, LazyRing, Ring};
 #[cfg(not(loom))]
-pub(crate) use real::{ConcurrentMap, LazyRing};
+pub(crate) use real::{ConcurrentMap, LazyRing, Ring};
