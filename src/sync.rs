@@ -149,7 +149,7 @@ mod real {
     }
 
     /// A sharded concurrent hash map (`DashMap`), hashing with foldhash: keys are request
-    /// numbers and gauge names, for which SipHash's cost is not worth paying on every event.
+    /// numbers and gauge names, for which `SipHash`'s cost is not worth paying on every event.
     /// foldhash is seeded per map, so gauge names chosen by clients cannot aim at one shard.
     #[derive(Debug)]
     pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(DashMap<K, V, foldhash::fast::RandomState>);
