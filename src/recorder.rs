@@ -234,8 +234,7 @@ impl Tailtriage {
         // a registry entry; it is counted as dropped exactly once, here.
         if self.requests.is_full() {
             let request = Arc::new(RequestState::new(route, options, Tick::default()));
-            self.requests.count_dropped();
-            self.note(Offer::Dropped);
+            self.note(self.requests.turn_away());
             return (request, Admission::Refused);
         }
 
@@ -245,22 +244,32 @@ impl Tailtriage {
         }
         self.refused_pending
             .fetch_add(1, crate::sync::Ordering::Relaxed);
-        self.requests.count_dropped();
-        self.note(Offer::Dropped);
+        self.note(self.requests.turn_away());
         (request, Admission::Refused)
     }
 
     /// Finishes a tracked request (see the pending module for the shutdown protocol).
     pub(crate) fn finish_request(&self, request: &Arc<RequestState>, outcome: Outcome) {
         let unfinished_epoch = request.lifecycle.begin_finish();
-        let offer = self.requests.offer(|| RequestRecord {
+        self.record(&self.requests, |finished| RequestRecord {
             request: Arc::clone(request),
-            finished: self.clock.now(),
+            finished,
             outcome,
             unfinished_epoch,
         });
         request.lifecycle.end_finish();
         self.pending.untrack(request);
+    }
+
+    /// Records one event into `section`, built by `make` from the instant it is recorded at.
+    /// A full section reads no clock and builds nothing: it only counts the drop.
+    fn record<E>(&self, section: &Section<E>, make: impl FnOnce(Tick) -> E) {
+        let offer = if section.is_full() {
+            section.turn_away()
+        } else {
+            let at = self.clock.now();
+            section.offer(at, || make(at))
+        };
         self.note(offer);
     }
 
@@ -289,18 +298,14 @@ impl Tailtriage {
         depth_at_start: Option<u64>,
         cancelled: bool,
     ) {
-        let offer = self.queues.offer(|| {
-            let finished = self.clock.now();
-            QueueRecord {
-                request,
-                queue,
-                started: started.unwrap_or(finished),
-                finished,
-                depth_at_start,
-                cancelled,
-            }
+        self.record(&self.queues, |finished| QueueRecord {
+            request,
+            queue,
+            started: started.unwrap_or(finished),
+            finished,
+            depth_at_start,
+            cancelled,
         });
-        self.note(offer);
     }
 
     pub(crate) fn record_stage(
@@ -311,39 +316,32 @@ impl Tailtriage {
         success: bool,
         cancelled: bool,
     ) {
-        let offer = self.stages.offer(|| {
-            let finished = self.clock.now();
-            StageRecord {
-                request,
-                stage,
-                started: started.unwrap_or(finished),
-                finished,
-                success,
-                cancelled,
-            }
+        self.record(&self.stages, |finished| StageRecord {
+            request,
+            stage,
+            started: started.unwrap_or(finished),
+            finished,
+            success,
+            cancelled,
         });
-        self.note(offer);
     }
 
     pub(crate) fn record_inflight(&self, gauge: &std::sync::Arc<str>, count: u64) {
-        let offer = self.inflight.offer(|| InflightRecord {
+        self.record(&self.inflight, |at| InflightRecord {
             gauge: std::sync::Arc::clone(gauge),
-            at: self.clock.now(),
+            at,
             count,
         });
-        self.note(offer);
     }
 
     /// Counts an in-flight snapshot of a refused gauge as dropped.
     pub(crate) fn count_dropped_inflight(&self) {
-        self.inflight.count_dropped();
-        self.note(Offer::Dropped);
+        self.note(self.inflight.turn_away());
     }
 
     /// Records a runtime snapshot, bounded by the runtime-snapshot limit like every section.
     pub fn record_runtime_snapshot(&self, snapshot: RuntimeSnapshot) {
-        let offer = self.runtime_snapshots.offer(|| snapshot);
-        self.note(offer);
+        self.record(&self.runtime_snapshots, |_| snapshot);
     }
 
     /// Reacts to a dropped event: the first drop after a listener is set runs it.

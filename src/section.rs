@@ -6,45 +6,63 @@
 //! # Recording
 //!
 //! ```text
-//!  writer ──reserve──▶ capacity counter ──granted (seq)──▶ ring of the writer's shard
-//!     │                        │                                  │ full: spill
-//!     │                        └─refused──▶ drop tally of shard   ▼
-//!     │                                                 spilled batches (Vecs)
-//!  snapshot / shutdown ──drain every ring──────────────────────────▲
+//!                     permits: limit ──lease a batch──▶ credits of the writer's shard
+//!  writer ──take a credit of its own shard──▶ granted ──▶ ring of the writer's shard
+//!     │            │ none left anywhere                          │ full: spill
+//!     │            └──▶ refused: +1 on the shard's drop tally    ▼
+//!     │                                                spilled batches (Vecs)
+//!  snapshot / shutdown ──drain every ring and batch, order by key──▶ merged events
 //! ```
 //!
-//! 1. **Reserve.** A writer takes a ticket from the section's capacity counter with one
-//!    `fetch_add`. Tickets below the limit are granted; the ticket is also the event's sequence
-//!    number. A writer that sees the counter at the limit does not touch it at all, so a full
-//!    section costs one shared load and one add on a per-shard tally.
+//! 1. **Reserve.** The section starts with `limit` permits. A shard leases them in batches
+//!    from the shared pool (`unleased`) and its writers take one credit each from the shard,
+//!    so the shared pool is touched once per batch, not once per event, and threads on
+//!    different shards never write the same cache line. When the pool is empty a writer takes
+//!    a credit left on another shard; only when no permit is left anywhere is it refused, and
+//!    from then on the section is *exhausted*: every later event costs one shared load and one
+//!    add on the shard's tally (no clock read, no allocation).
 //! 2. **Stage.** A granted event goes into the lock-free ring (crossbeam's `ArrayQueue`) of the
-//!    writer's shard; a thread always uses the same shard, so its events stay in its program
-//!    order. Rings are allocated by their first writer and never grow.
+//!    writer's shard. Rings are allocated by their first writer and never grow.
 //! 3. **Spill.** When the ring is full the writer takes the storage lock, moves the ring's events
 //!    into a new batch of exactly the ring's size, adds its own event and files the batch. This
 //!    happens once per ring's worth of events, never per event; batches are small heap blocks,
 //!    so spilling never copies earlier events the way a growing `Vec` would.
 //! 4. **Drain.** `snapshot()` and `shutdown()` take the storage lock, move every ring's events
-//!    and every batch into one list and sort it by sequence number. Storage is never consumed:
+//!    and every batch into one list and sort it by order key. Storage is never consumed:
 //!    later drains see everything earlier ones did.
+//!
+//! # Order
+//!
+//! Each event carries an order key: the instant it was recorded (a monotonic counter reading),
+//! then the recording thread's number and its own count of events. Keys are unique and, within
+//! one thread, increasing, so drains list each thread's events in program order and concurrent
+//! events in one consistent order, by time.
 //!
 //! # Invariants
 //!
-//! * Granted tickets are exactly the first `min(attempts, limit)` tickets, and every granted
-//!   event reaches storage (through a ring or a spill); every refused attempt adds exactly one
-//!   to a tally. Hence retained = `min(attempts, limit)` and retained + dropped = attempts, for
-//!   every interleaving.
-//! * An event whose `offer` returned before a drain took the storage lock is in storage after
-//!   that drain: it is either in a ring (the drain pops it) or already spilled.
+//! * Permits are conserved: each of the `limit` permits is at every moment unleased, in flight
+//!   inside a lease (between leaving the pool and reaching a shard's credits), a shard's
+//!   credit, or consumed by exactly one granted event.
+//! * A writer is refused only after it saw the pool empty, then, with no lease in flight and
+//!   none started meanwhile, every shard without credits: at that moment every permit is
+//!   consumed. Hence retained = `min(attempts, limit)`; every refused attempt adds exactly one
+//!   to a tally, so retained + dropped = attempts, for every interleaving.
+//! * Every granted event reaches storage, through a ring or a spill. An event whose `offer`
+//!   returned before a drain took the storage lock is in storage after that drain: it is
+//!   either in a ring (the drain pops it) or already spilled.
 //! * Memory is the rings a writer touched plus the retained events: a limit is a ceiling, never
 //!   an allocation. A ring never holds more than the limit allows.
-//!
-//! The counter can pass the limit by the number of writers racing at the boundary, and after
-//! `usize::MAX` attempts it would wrap; at a billion events per second that takes centuries.
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{lock, AtomicU64, AtomicUsize, LazyRing, Mutex, Ordering, Ring};
+use crate::clock::Tick;
+use crate::sync::{
+    lock, thread_sequence, yield_now, AtomicBool, AtomicU64, AtomicUsize, LazyRing, Mutex,
+    Ordering, Ring,
+};
+
+/// Permits a shard leases from the shared pool at once.
+const LEASE: usize = if cfg!(loom) { 2 } else { 64 };
 
 /// Events a shard's ring holds before its writer spills them into run storage.
 ///
@@ -52,11 +70,11 @@ use crate::sync::{lock, AtomicU64, AtomicUsize, LazyRing, Mutex, Ordering, Ring}
 /// spill path and its races with drains.
 pub(crate) const RING_CAPACITY: usize = if cfg!(loom) { 1 } else { 256 };
 
-/// An event with the ticket its reservation drew; drains order events by it.
+/// An event with its order key; drains order events by it.
 #[derive(Debug)]
 pub(crate) struct Sequenced<E> {
-    /// The ticket drawn from the section's capacity counter.
-    pub(crate) seq: usize,
+    /// When the event was recorded, then the recording thread's number and event count.
+    pub(crate) key: (Tick, u64),
     /// The event.
     pub(crate) event: E,
 }
@@ -71,9 +89,11 @@ pub(crate) enum Offer {
     Dropped,
 }
 
-/// One shard: a lazily allocated ring and the tally of events its writers saw dropped.
+/// One shard: its leased credits, a lazily allocated ring and its writers' drop tally.
 #[derive(Debug)]
 struct Shard<E> {
+    /// Permits leased by this shard and not yet taken by a writer.
+    credits: AtomicUsize,
     /// Granted events waiting for the next spill or drain.
     ring: LazyRing<Sequenced<E>>,
     /// Events refused by this shard's writers; the section's total is the sum over shards.
@@ -83,15 +103,25 @@ struct Shard<E> {
 /// A bounded, sharded, lock-free store of one kind of event.
 #[derive(Debug)]
 pub(crate) struct Section<E> {
-    /// The most events this section retains.
-    limit: usize,
-    /// Tickets handed out so far; a ticket below `limit` is a granted reservation. Only ever
-    /// increases; read without modification once it reaches `limit`.
-    reserved: CachePadded<AtomicUsize>,
+    /// Permits no shard has leased yet; starts at `limit` and only decreases.
+    unleased: CachePadded<AtomicUsize>,
+    /// Leases begun and finished; a lease in flight holds permits that are neither in the pool
+    /// nor in a shard's credits. Touched once per lease, never per event.
+    leases: CachePadded<LeaseCounts>,
+    /// Set once every permit is consumed (seen by the writer that took the last one, or by the
+    /// first writer refused); never cleared.
+    exhausted: CachePadded<AtomicBool>,
     /// Per-shard rings and tallies; a thread always records into the same shard.
     shards: Box<[CachePadded<Shard<E>>]>,
     /// Events moved out of the rings.
     storage: Mutex<Storage<E>>,
+}
+
+/// How many leases began and how many finished.
+#[derive(Debug)]
+struct LeaseCounts {
+    started: AtomicUsize,
+    finished: AtomicUsize,
 }
 
 /// Events moved out of the rings: what drains merged, and batches spilled since.
@@ -111,14 +141,19 @@ impl<E> Section<E> {
         let shards = (0..shards.max(1))
             .map(|_| {
                 CachePadded::new(Shard {
+                    credits: AtomicUsize::new(0),
                     ring: LazyRing::new(ring_capacity),
                     dropped: AtomicU64::new(0),
                 })
             })
             .collect();
         Self {
-            limit,
-            reserved: CachePadded::new(AtomicUsize::new(0)),
+            unleased: CachePadded::new(AtomicUsize::new(limit)),
+            leases: CachePadded::new(LeaseCounts {
+                started: AtomicUsize::new(0),
+                finished: AtomicUsize::new(0),
+            }),
+            exhausted: CachePadded::new(AtomicBool::new(limit == 0)),
             shards,
             storage: Mutex::new(Storage {
                 merged: Vec::new(),
@@ -127,28 +162,28 @@ impl<E> Section<E> {
         }
     }
 
-    /// True once the section cannot retain another event. Callers use it to skip the clock
-    /// reads of an event that would be dropped anyway; it is a hint, `offer` decides.
+    /// True once every permit is consumed: the section will never retain another event.
+    /// Callers use it to skip the clock reads of an event that would be dropped anyway, and to
+    /// turn requests away at begin; `offer` decides.
     pub(crate) fn is_full(&self) -> bool {
-        self.reserved.load(Ordering::Relaxed) >= self.limit
+        self.exhausted.load(Ordering::Relaxed)
     }
 
-    /// Offers an event built by `make`, which runs only if the event will be retained.
-    pub(crate) fn offer(&self, make: impl FnOnce() -> E) -> Offer {
-        let shard = &self.shards[shard_of_current_thread(self.shards.len())];
-
-        // Reserve: a full section is never written to, so it stays cheap to read.
-        if self.is_full() {
-            return Self::refuse(shard);
-        }
-        let seq = self.reserved.fetch_add(1, Ordering::Relaxed);
-        if seq >= self.limit {
+    /// Offers an event recorded at `at`, built by `make`, which runs only if the event will be
+    /// retained.
+    pub(crate) fn offer(&self, at: Tick, make: impl FnOnce() -> E) -> Offer {
+        let index = shard_of_current_thread(self.shards.len());
+        let shard = &self.shards[index];
+        if !self.reserve(index) {
             return Self::refuse(shard);
         }
 
         // Stage in this thread's ring; a full ring is spilled into storage first.
         let ring = shard.ring.get_or_alloc();
-        let sequenced = Sequenced { seq, event: make() };
+        let sequenced = Sequenced {
+            key: (at, thread_sequence()),
+            event: make(),
+        };
         if let Err(sequenced) = ring.push(sequenced) {
             // Allocate outside the lock; pop under it, so that a drain never misses events
             // that have left the ring but not yet reached storage.
@@ -161,16 +196,105 @@ impl<E> Section<E> {
         Offer::Kept
     }
 
+    /// Consumes one permit for a writer on shard `index`; false when none is left anywhere.
+    fn reserve(&self, index: usize) -> bool {
+        if self.exhausted.load(Ordering::Relaxed) {
+            return false;
+        }
+        let shard = &self.shards[index];
+
+        // The common case: a credit this shard leased earlier. Then a batch from the pool
+        // (one permit kept, the rest left as the shard's credits). Then, with the pool empty for
+        // good, a credit left on any shard.
+        let granted = take_credit(&shard.credits)
+            || self.lease(&shard.credits)
+            || self.take_leftover_credit();
+
+        // Whoever may have taken the last permit checks whether it was the last, so that the
+        // section reads as full from then on, not only after its first refusal.
+        if granted
+            && self.unleased.load(Ordering::Relaxed) == 0
+            && shard.credits.load(Ordering::Relaxed) == 0
+        {
+            self.mark_exhausted_if_empty();
+        }
+        granted
+    }
+
+    /// Marks the section exhausted if, with the pool empty, no lease is in flight, none starts
+    /// meanwhile, and no shard holds a credit: then every permit is consumed.
+    fn mark_exhausted_if_empty(&self) {
+        // Finished first, then started: if they match, no lease was in flight at the second
+        // read (finished never exceeds started).
+        let finished = self.leases.finished.load(Ordering::SeqCst);
+        let started = self.leases.started.load(Ordering::SeqCst);
+        if started != finished
+            || self
+                .shards
+                .iter()
+                .any(|shard| shard.credits.load(Ordering::SeqCst) > 0)
+        {
+            return;
+        }
+        // Credits only grow inside a lease, and none began during the scan.
+        if self.leases.started.load(Ordering::SeqCst) == started {
+            self.exhausted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves up to [`LEASE`] permits from the pool to `credits`, keeping one for the caller;
+    /// false when the pool was empty.
+    fn lease(&self, credits: &AtomicUsize) -> bool {
+        self.leases.started.fetch_add(1, Ordering::SeqCst);
+        let taken = self
+            .unleased
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left > 0).then(|| left - left.min(LEASE))
+            })
+            .map_or(0, |left| left.min(LEASE));
+        if taken > 1 {
+            credits.fetch_add(taken - 1, Ordering::SeqCst);
+        }
+        self.leases.finished.fetch_add(1, Ordering::SeqCst);
+        taken > 0
+    }
+
+    /// With the pool empty: takes a credit from any shard, or, once no permit is left
+    /// anywhere, marks the section exhausted and returns false.
+    fn take_leftover_credit(&self) -> bool {
+        loop {
+            // Finished first, then started: if they match, no lease was in flight at the
+            // second read (finished never exceeds started).
+            let finished = self.leases.finished.load(Ordering::SeqCst);
+            let started = self.leases.started.load(Ordering::SeqCst);
+
+            if self.shards.iter().any(|shard| take_credit(&shard.credits)) {
+                return true;
+            }
+
+            // Credits only grow inside a lease; none was in flight before the scan and none
+            // began during it, so every shard really was out of credits: all permits are
+            // consumed.
+            if started == finished && self.leases.started.load(Ordering::SeqCst) == started {
+                self.exhausted.store(true, Ordering::Relaxed);
+                return false;
+            }
+
+            // A lease is depositing credits; let its thread finish if it was preempted.
+            yield_now();
+        }
+    }
+
     /// Counts a refused event on the writer's shard.
     fn refuse(shard: &Shard<E>) -> Offer {
         shard.dropped.fetch_add(1, Ordering::Relaxed);
         Offer::Dropped
     }
 
-    /// Counts an event that was turned away before it was offered (for example a request that
+    /// Counts an event turned away without being offered (the section is full, or a request
     /// could not be tracked), so that it appears in this section's drop tally.
-    pub(crate) fn count_dropped(&self) {
-        let _ = Self::refuse(&self.shards[shard_of_current_thread(self.shards.len())]);
+    pub(crate) fn turn_away(&self) -> Offer {
+        Self::refuse(&self.shards[shard_of_current_thread(self.shards.len())])
     }
 
     /// Events this section refused so far.
@@ -197,9 +321,20 @@ impl<E> Section<E> {
 
         // A sorted prefix followed by a few nearly sorted batches: a stable sort merges such
         // runs in close to linear time.
-        merged.sort_by_key(|sequenced| sequenced.seq);
+        merged.sort_by_key(|sequenced| sequenced.key);
         read(merged)
     }
+}
+
+/// Takes one credit from `credits`; false when there is none.
+fn take_credit(credits: &AtomicUsize) -> bool {
+    // A plain load first: an empty shard is the common case when stealing.
+    credits.load(Ordering::Relaxed) > 0
+        && credits
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
 }
 
 /// Moves the ring's events into `events`, at most one ring's worth so that busy writers cannot
@@ -232,7 +367,7 @@ mod tests {
     #[test]
     fn a_section_keeps_events_up_to_its_limit_and_counts_the_rest() {
         let section = Section::new(3, 4);
-        let offers: Vec<Offer> = (0..5).map(|i| section.offer(|| i)).collect();
+        let offers: Vec<Offer> = (0..5).map(|i| section.offer(Tick::default(), || i)).collect();
         assert_eq!(offers.iter().filter(|o| **o == Offer::Kept).count(), 3);
         assert_eq!(retained(&section), vec![0, 1, 2]);
         assert_eq!(section.dropped(), 2);
@@ -242,7 +377,7 @@ mod tests {
     #[test]
     fn a_zero_limit_section_retains_nothing_and_never_allocates_a_ring() {
         let section = Section::<u32>::new(0, 2);
-        assert_eq!(section.offer(|| 1), Offer::Dropped);
+        assert_eq!(section.offer(Tick::default(), || 1), Offer::Dropped);
         assert!(section
             .shards
             .iter()
@@ -255,7 +390,7 @@ mod tests {
         let section = Section::new(usize::MAX, 1);
         let total = RING_CAPACITY * 3 + 7;
         for i in 0..total {
-            assert_eq!(section.offer(|| i), Offer::Kept);
+            assert_eq!(section.offer(Tick::default(), || i), Offer::Kept);
         }
         assert_eq!(retained(&section), (0..total).collect::<Vec<_>>());
     }
@@ -264,12 +399,12 @@ mod tests {
     fn draining_twice_sees_the_same_events() {
         let section = Section::new(10, 2);
         for i in 0..4 {
-            let _ = section.offer(|| i);
+            let _ = section.offer(Tick::default(), || i);
         }
         let first = retained(&section);
         let second = retained(&section);
         assert_eq!(first, second);
-        let _ = section.offer(|| 99);
+        let _ = section.offer(Tick::default(), || 99);
         assert_eq!(retained(&section), vec![0, 1, 2, 3, 99]);
     }
 }

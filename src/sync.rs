@@ -75,6 +75,29 @@ pub(crate) fn thread_number() -> usize {
     })
 }
 
+/// A key that orders the calling thread's events: the thread's number in the high 24 bits and
+/// the count of the thread's earlier calls in the low 40, so keys are unique across threads
+/// and increase within one.
+pub(crate) fn thread_sequence() -> u64 {
+    use std::cell::Cell;
+
+    #[cfg(not(loom))]
+    thread_local! {
+        static CALLS: Cell<u64> = const { Cell::new(0) };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static CALLS: Cell<u64> = Cell::new(0);
+    }
+
+    let calls = CALLS.with(|calls| {
+        let current = calls.get();
+        calls.set(current.wrapping_add(1));
+        current
+    });
+    ((thread_number() as u64) << 40) | (calls & ((1 << 40) - 1))
+}
+
 /// Locks a mutex, recovering the data if a panicking thread poisoned it.
 ///
 /// Every critical section in the crate leaves its data consistent at each step, so a panic
@@ -265,7 +288,10 @@ mod model {
             &self.0
         }
 
-        #[allow(clippy::unnecessary_wraps, reason = "the same signature as the real ring")]
+        #[allow(
+            clippy::unnecessary_wraps,
+            reason = "the same signature as the real ring"
+        )]
         pub(crate) fn get(&self) -> Option<&Ring<T>> {
             Some(&self.0)
         }
