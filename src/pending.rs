@@ -6,9 +6,11 @@
 //! Every tracked request sits in a concurrent map (`DashMap`, keyed by the request's
 //! process-unique number) from `begin` until `finish`. The map is the one lock the recording
 //! path takes: a shard write lock to insert at begin and to remove at finish. The number of
-//! pending requests is bounded by the request limit: a request over the bound is refused at
-//! begin (counted as dropped and as refused), so leaked completions cannot grow memory without
-//! bound.
+//! pending requests is bounded by the request limit (exactly with one recording thread, within
+//! one and a half times it with several, see [`PendingRequests::track`]): a request over the
+//! bound is refused at begin (counted as dropped and as refused), so leaked completions cannot
+//! grow memory without bound. The counts of tracked requests are sharded like the sections, so
+//! that threads do not share a counter line on every request.
 //!
 //! # Finishing against a concurrent shutdown
 //!
@@ -29,6 +31,8 @@
 //! compare-exchange did (the request is counted and its event, whenever it comes, is left for
 //! the next shutdown). A request finished while a shutdown runs is therefore in exactly one of
 //! the run's requests and its unfinished count.
+
+use crossbeam_utils::CachePadded;
 
 use crate::request::RequestState;
 use crate::sync::Arc;
@@ -101,27 +105,52 @@ pub(crate) struct Unfinished {
 pub(crate) struct PendingRequests {
     /// Tracked requests by number.
     requests: ConcurrentMap<u64, Arc<RequestState>>,
-    /// How many requests are tracked; never above `bound` for long (a racing `track` may pass
-    /// it for an instant before it backs out).
-    tracked: AtomicUsize,
+    /// How many requests each shard tracks, by the thread that began them; a request is
+    /// uncounted on the shard that counted it, wherever it finishes.
+    tracked: Box<[CachePadded<AtomicUsize>]>,
     /// The most requests tracked at once: the run's request limit.
     bound: usize,
 }
 
 impl PendingRequests {
-    pub(crate) fn new(bound: usize) -> Self {
+    pub(crate) fn new(bound: usize, shards: usize) -> Self {
         Self {
             requests: ConcurrentMap::new(),
-            tracked: AtomicUsize::new(0),
+            tracked: (0..shards.max(1))
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
             bound,
         }
     }
 
+    /// The counter of the shard that counts `request`.
+    fn counter(&self, request: &RequestState) -> &AtomicUsize {
+        &self.tracked[request.thread % self.tracked.len()]
+    }
+
     /// Tracks a request until it finishes; false when the bound is reached.
+    ///
+    /// While its own shard counts fewer than `bound / (2 × shards)`, a request is admitted on
+    /// that count alone; past that, the shards are summed and the request is admitted only if
+    /// the total stays within the bound. Shards admitting on their own count add less than
+    /// half the bound in all, so the number tracked stays below one and a half times the
+    /// bound (plus racing threads): a bound on memory without a shared counter written by
+    /// every request. With one recording thread the bound is exact.
     pub(crate) fn track(&self, request: &Arc<RequestState>) -> bool {
-        if self.tracked.fetch_add(1, Ordering::Relaxed) >= self.bound {
-            self.tracked.fetch_sub(1, Ordering::Relaxed);
-            return false;
+        let counter = self.counter(request);
+        let own = counter.fetch_add(1, Ordering::Relaxed);
+        let comfortably_below = own < self.bound / (2 * self.tracked.len());
+        if !comfortably_below {
+            let total = self
+                .tracked
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .fold(0, usize::saturating_add);
+            // `total` includes this request's own increment.
+            if total > self.bound {
+                counter.fetch_sub(1, Ordering::Relaxed);
+                return false;
+            }
         }
         self.requests.insert(request.number, Arc::clone(request));
         true
@@ -130,7 +159,7 @@ impl PendingRequests {
     /// Stops tracking a finished request.
     pub(crate) fn untrack(&self, request: &RequestState) {
         if self.requests.remove(&request.number).is_some() {
-            self.tracked.fetch_sub(1, Ordering::Relaxed);
+            self.counter(request).fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -163,7 +163,7 @@ impl Tailtriage {
             queues: Section::new(limits.max_queues, shards),
             inflight: Section::new(limits.max_inflight_snapshots, shards),
             runtime_snapshots: Section::new(limits.max_runtime_snapshots, shards),
-            pending: PendingRequests::new(limits.max_requests),
+            pending: PendingRequests::new(limits.max_requests, shards),
             gauges: Gauges::new(limits.max_inflight_snapshots),
             limits_hit: LimitsHit::new(),
             refused_pending: crate::sync::AtomicU64::new(0),

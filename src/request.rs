@@ -115,6 +115,8 @@ enum RequestId {
 pub(crate) struct RequestState {
     /// A number unique within the process; the request's key in the pending registry.
     pub(crate) number: u64,
+    /// The number of the thread that began the request; it picks the pending-count shard.
+    pub(crate) thread: usize,
     id: RequestId,
     pub(crate) route: String,
     pub(crate) kind: Option<String>,
@@ -129,6 +131,7 @@ impl RequestState {
         let number = next_request_number();
         Self {
             number,
+            thread: crate::sync::thread_number(),
             id: options
                 .request_id
                 .map_or_else(|| RequestId::Generated(OnceLock::new()), RequestId::Given),
