@@ -335,13 +335,25 @@ macro_rules! handle_methods {
         /// Times a wait in the named queue; see [`QueueTimer`].
         #[must_use]
         pub fn queue(&self, queue: impl Into<String>) -> QueueTimer<'_> {
-            QueueTimer::new(&self.recorder, Arc::clone(&self.request), queue.into())
+            // A full section drops the event anyway: skip allocating its name.
+            let queue = if self.recorder.queues_full() {
+                String::new()
+            } else {
+                queue.into()
+            };
+            QueueTimer::new(&self.recorder, Arc::clone(&self.request), queue)
         }
 
         /// Times a named stage of the request; see [`StageTimer`].
         #[must_use]
         pub fn stage(&self, stage: impl Into<String>) -> StageTimer<'_> {
-            StageTimer::new(&self.recorder, Arc::clone(&self.request), stage.into())
+            // As for queues: a full section needs no name.
+            let stage = if self.recorder.stages_full() {
+                String::new()
+            } else {
+                stage.into()
+            };
+            StageTimer::new(&self.recorder, Arc::clone(&self.request), stage)
         }
 
         /// Counts the request in the named in-flight gauge until the guard drops.
