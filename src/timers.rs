@@ -7,7 +7,9 @@
 //! If the wrapped future is dropped before it completes (a timeout, a `select!` branch that
 //! lost, a client that went away, a panic unwinding through it), the timer still records an
 //! event, marked `cancelled`, with the time spent until the drop; a cancelled stage is never
-//! successful. A wait or stage thus never vanishes from the run.
+//! successful. A wait or stage thus never vanishes from the run. That holds from the moment
+//! `await_on` returns its future, not only from its first poll: a `select!` branch that never
+//! got polled because another one won at once is recorded too, cancelled after no time.
 
 use std::future::Future;
 
@@ -89,15 +91,19 @@ impl<'a> QueueTimer<'a> {
     }
 
     /// Awaits `fut` and records one queue event with the time it waited.
-    pub async fn await_on<Fut, T>(self, fut: Fut) -> T
+    pub fn await_on<Fut, T>(self, fut: Fut) -> impl Future<Output = T> + use<'a, Fut, T>
     where
         Fut: Future<Output = T>,
     {
-        let full = self.recorder.queues_full();
-        let watch = Watch::start(self.recorder, full, Timed::Queue(self));
-        let value = fut.await;
-        watch.complete(true);
-        value
+        // The watch exists before the first poll, so that dropping the future unpolled
+        // records the wait too (see the module docs).
+        let mut watch = Watch::new(Timed::Queue(self));
+        async move {
+            watch.start();
+            let value = fut.await;
+            watch.complete(true);
+            value
+        }
     }
 }
 
@@ -115,27 +121,34 @@ impl<'a> StageTimer<'a> {
     /// # Errors
     ///
     /// Returns the future's own error unchanged.
-    pub async fn await_on<Fut, T, E>(self, fut: Fut) -> Result<T, E>
+    pub fn await_on<Fut, T, E>(
+        self,
+        fut: Fut,
+    ) -> impl Future<Output = Result<T, E>> + use<'a, Fut, T, E>
     where
         Fut: Future<Output = Result<T, E>>,
     {
-        let full = self.recorder.stages_full();
-        let watch = Watch::start(self.recorder, full, Timed::Stage(self));
-        let value = fut.await;
-        watch.complete(value.is_ok());
-        value
+        let mut watch = Watch::new(Timed::Stage(self));
+        async move {
+            watch.start();
+            let value = fut.await;
+            watch.complete(value.is_ok());
+            value
+        }
     }
 
     /// Awaits `fut` and records one successful stage event.
-    pub async fn await_value<Fut, T>(self, fut: Fut) -> T
+    pub fn await_value<Fut, T>(self, fut: Fut) -> impl Future<Output = T> + use<'a, Fut, T>
     where
         Fut: Future<Output = T>,
     {
-        let full = self.recorder.stages_full();
-        let watch = Watch::start(self.recorder, full, Timed::Stage(self));
-        let value = fut.await;
-        watch.complete(true);
-        value
+        let mut watch = Watch::new(Timed::Stage(self));
+        async move {
+            watch.start();
+            let value = fut.await;
+            watch.complete(true);
+            value
+        }
     }
 }
 
@@ -145,22 +158,40 @@ enum Timed<'a> {
     Stage(StageTimer<'a>),
 }
 
-/// A running timer: records its event on completion, or as cancelled if dropped first.
+/// A timer's watch, from the moment its future exists: records the event on completion, or
+/// as cancelled if the future is dropped first.
 struct Watch<'a> {
     recorder: &'a Tailtriage,
     /// The timer, until its event is recorded.
     timed: Option<Timed<'a>>,
-    /// When the wait began; `None` when the section was already full (no clock read).
+    /// When the wait began; `None` before the first poll, and when the section was already
+    /// full at the first poll (no clock read). An event recorded without it lasts no time.
     started: Option<Tick>,
 }
 
 impl<'a> Watch<'a> {
-    fn start(recorder: &'a Tailtriage, section_full: bool, timed: Timed<'a>) -> Self {
-        let started = (!section_full).then(|| recorder.now());
+    /// A watch whose future has not been polled yet; it reads no clock.
+    fn new(timed: Timed<'a>) -> Self {
+        let recorder = match &timed {
+            Timed::Queue(queue) => queue.recorder,
+            Timed::Stage(stage) => stage.recorder,
+        };
         Self {
             recorder,
             timed: Some(timed),
-            started,
+            started: None,
+        }
+    }
+
+    /// Starts timing at the first poll, unless the section is already full.
+    fn start(&mut self) {
+        let full = match &self.timed {
+            Some(Timed::Queue(_)) => self.recorder.queues_full(),
+            Some(Timed::Stage(_)) => self.recorder.stages_full(),
+            None => true,
+        };
+        if !full {
+            self.started = Some(self.recorder.now());
         }
     }
 

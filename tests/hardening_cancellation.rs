@@ -189,6 +189,58 @@ fn the_losing_branch_of_a_select_is_recorded_cancelled_and_the_winner_completed(
 }
 
 #[test]
+fn a_select_branch_never_polled_because_another_won_at_once_is_recorded_cancelled() {
+    let tailtriage = recorder();
+
+    runtime().block_on(async {
+        let started = tailtriage.begin_request("/search");
+        let handle = &started.handle;
+        // Biased: the cache branch is polled first and answers at once, so the database
+        // branch's future is dropped without ever being polled.
+        let answer = tokio::select! {
+            biased;
+            cached = handle.stage("cache").await_value(async { 1 }) => cached,
+            stored = handle.stage("database").await_value(async {
+                tokio::time::sleep(NEVER).await;
+                2
+            }) => stored,
+        };
+        assert_eq!(answer, 1);
+        started.completion.finish_ok();
+    });
+
+    let run = tailtriage.snapshot();
+    assert_eq!(
+        run.stages.len(),
+        2,
+        "the branch that never ran did not vanish"
+    );
+    assert_eq!(run.stages[0].stage, "cache");
+    assert!(run.stages[0].success && !run.stages[0].cancelled);
+    let never_ran = &run.stages[1];
+    assert_eq!(never_ran.stage, "database");
+    assert_stage_ran(never_ran, Duration::ZERO, Duration::ZERO);
+}
+
+#[test]
+fn a_timed_future_dropped_before_its_first_poll_is_recorded_cancelled_with_no_wait() {
+    let tailtriage = recorder();
+    let started = tailtriage.begin_request("/upload");
+    let wait = started
+        .handle
+        .queue("upload_slots")
+        .with_depth_at_start(3)
+        .await_on(std::future::pending::<()>());
+    drop(wait);
+    started.completion.finish(Outcome::Cancelled);
+
+    let run = tailtriage.snapshot();
+    assert_eq!(run.queues.len(), 1);
+    assert_queue_waited(&run.queues[0], Duration::ZERO, Duration::ZERO);
+    assert_eq!(run.queues[0].depth_at_start, Some(3));
+}
+
+#[test]
 fn a_wait_dropped_after_it_began_because_the_client_went_away_records_the_time_so_far() {
     let tailtriage = recorder();
     let started = tailtriage.begin_request("/upload");
