@@ -181,13 +181,13 @@ enum Op {
     Queue {
         pick: usize,
         depth: Option<u64>,
-        cancel: bool,
+        cancel: Cancel,
     },
     Stage {
         pick: usize,
         ok: bool,
         value: bool,
-        cancel: bool,
+        cancel: Cancel,
     },
     GaugeUp {
         name: u8,
@@ -209,9 +209,9 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         4 => (any::<usize>(), 0..6_u8).prop_map(|(pick, outcome)| Op::Finish { pick, outcome }),
         1 => any::<usize>().prop_map(|pick| Op::Leak { pick }),
-        2 => (any::<usize>(), proptest::option::of(0..50_u64), any::<bool>())
+        2 => (any::<usize>(), proptest::option::of(0..50_u64), cancel())
             .prop_map(|(pick, depth, cancel)| Op::Queue { pick, depth, cancel }),
-        3 => (any::<usize>(), any::<bool>(), any::<bool>(), any::<bool>())
+        3 => (any::<usize>(), any::<bool>(), any::<bool>(), cancel())
             .prop_map(|(pick, ok, value, cancel)| Op::Stage { pick, ok, value, cancel }),
         3 => (0..6_u8).prop_map(|name| Op::GaugeUp { name }),
         2 => any::<usize>().prop_map(|pick| Op::GaugeDown { pick }),
@@ -285,14 +285,35 @@ impl Completion<'_> {
     }
 }
 
-/// Polls a timed future once (the wait or stage begins), then drops it: a cancellation.
-fn begin_then_drop<F: Future>(future: F) {
+/// Whether and how a timed future is abandoned before it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    /// It completes.
+    No,
+    /// It is polled once (the wait or stage begins), then dropped.
+    AfterFirstPoll,
+    /// It is dropped before it is ever polled.
+    Unpolled,
+}
+
+fn cancel() -> impl Strategy<Value = Cancel> {
+    prop_oneof![
+        2 => Just(Cancel::No),
+        1 => Just(Cancel::AfterFirstPoll),
+        1 => Just(Cancel::Unpolled),
+    ]
+}
+
+/// Abandons a timed future that never completes, as `how` says.
+fn abandon<F: Future>(future: F, how: Cancel) {
     let mut future = pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    assert!(
-        future.as_mut().poll(&mut context).is_pending(),
-        "a pending future stays pending"
-    );
+    if how == Cancel::AfterFirstPoll {
+        let mut context = Context::from_waker(Waker::noop());
+        assert!(
+            future.as_mut().poll(&mut context).is_pending(),
+            "a pending future stays pending"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,36 +604,42 @@ impl<'a> Driver<'a> {
         self.handles.push(handle);
     }
 
-    fn queue(&mut self, pick: usize, depth: Option<u64>, cancel: bool) {
+    fn queue(&mut self, pick: usize, depth: Option<u64>, cancel: Cancel) {
         if self.handles.is_empty() {
             return;
         }
         let name = self.name("queue", self.log.queues.len());
-        self.log.queues.push((name.clone(), depth, cancel));
+        self.log
+            .queues
+            .push((name.clone(), depth, cancel != Cancel::No));
         let handle = &self.handles[pick % self.handles.len()];
         let mut timer = handle.queue(name);
         if let Some(depth) = depth {
             timer = timer.with_depth_at_start(depth);
         }
-        if cancel {
-            begin_then_drop(timer.await_on(std::future::pending::<()>()));
-        } else {
+        if cancel == Cancel::No {
             futures_executor::block_on(timer.await_on(async {}));
+        } else {
+            abandon(timer.await_on(std::future::pending::<()>()), cancel);
         }
     }
 
-    fn stage(&mut self, pick: usize, ok: bool, value: bool, cancel: bool) {
+    fn stage(&mut self, pick: usize, ok: bool, value: bool, cancel: Cancel) {
         if self.handles.is_empty() {
             return;
         }
         let name = self.name("stage", self.log.stages.len());
-        let success = !cancel && (value || ok);
-        self.log.stages.push((name.clone(), success, cancel));
+        let cancelled = cancel != Cancel::No;
+        let success = !cancelled && (value || ok);
+        self.log.stages.push((name.clone(), success, cancelled));
         let timer = self.handles[pick % self.handles.len()].stage(name);
-        match (cancel, value) {
-            (true, true) => begin_then_drop(timer.await_value(std::future::pending::<()>())),
+        match (cancelled, value) {
+            (true, true) => abandon(timer.await_value(std::future::pending::<()>()), cancel),
             (true, false) => {
-                begin_then_drop(timer.await_on(std::future::pending::<Result<(), ()>>()));
+                abandon(
+                    timer.await_on(std::future::pending::<Result<(), ()>>()),
+                    cancel,
+                );
             }
             (false, true) => futures_executor::block_on(timer.await_value(async {})),
             (false, false) => {
