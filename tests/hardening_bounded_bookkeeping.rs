@@ -362,3 +362,43 @@ fn gauges_that_filled_the_bound_free_their_room_once_they_go_idle() {
     drop(second);
     started.completion.finish_ok();
 }
+
+#[test]
+fn an_artifact_with_refusals_loads_into_the_published_0_2_0_run_with_the_drops_counted() {
+    let _serial = serial();
+    let tailtriage = run_with(CaptureLimitsOverride {
+        max_requests: Some(2),
+        max_inflight_snapshots: Some(2),
+        ..CaptureLimitsOverride::default()
+    });
+    leak_requests(&tailtriage, 0, 5);
+    hold_gauges(&tailtriage, 0, 5);
+    let sink = MemorySink::new();
+    tailtriage.shutdown_to(&sink).expect("shutdown writes");
+    let ours = sink.last_run().expect("written");
+    assert_eq!(ours.truncation.refused_pending_requests, 4);
+    assert_eq!(ours.truncation.refused_gauges, 3);
+
+    let json = serde_json::to_string(&ours).expect("serializes");
+    assert!(json.contains("\"refused_pending_requests\":4"));
+    assert!(json.contains("\"refused_gauges\":3"));
+    let theirs: published::Run =
+        serde_json::from_str(&json).expect("the published 0.2.0 Run reads the artifact");
+    assert!(theirs.truncation.limits_hit);
+    assert_eq!(
+        theirs.truncation.dropped_requests, ours.truncation.dropped_requests,
+        "older readers see every refused request as dropped"
+    );
+    assert_eq!(
+        theirs.truncation.dropped_inflight_snapshots,
+        ours.truncation.dropped_inflight_snapshots
+    );
+    assert_eq!(theirs.metadata.unfinished_requests.count, 2);
+
+    let quiet = run_with(CaptureLimitsOverride::default());
+    let json = serde_json::to_string(&quiet.snapshot()).expect("serializes");
+    assert!(
+        !json.contains("refused_"),
+        "the counters are absent while zero, so older readers see the same document"
+    );
+}
