@@ -367,7 +367,9 @@ mod tests {
     #[test]
     fn a_section_keeps_events_up_to_its_limit_and_counts_the_rest() {
         let section = Section::new(3, 4);
-        let offers: Vec<Offer> = (0..5).map(|i| section.offer(Tick::default(), || i)).collect();
+        let offers: Vec<Offer> = (0..5)
+            .map(|i| section.offer(Tick::default(), || i))
+            .collect();
         assert_eq!(offers.iter().filter(|o| **o == Offer::Kept).count(), 3);
         assert_eq!(retained(&section), vec![0, 1, 2]);
         assert_eq!(section.dropped(), 2);
