@@ -43,7 +43,7 @@ def main():
     counts = sorted(threads, key=int)
 
     plt.rcParams["svg.fonttype"] = "none"
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(9, 5.5))
     for system in SYSTEMS:
         values = [threads[count][system] / 1e6 for count in counts]
         axes.plot([int(count) for count in counts], values, label=system, **STYLES[system])
@@ -58,7 +58,7 @@ def main():
     axes.set_ylabel("fully instrumented requests per second (millions, log scale)")
     axes.set_title("Throughput against threads, one shared recorder (median of rounds)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(SYSTEMS), frameon=False)
     figure.tight_layout()
     figure.savefig(output, metadata={"Date": None})
     print(f"wrote {output}")
