@@ -21,8 +21,9 @@ use tailtriage_loom_tests::{event, model, occurrences, recorder, runtime_snapsho
 /// Events each writer offers.
 const PER_WRITER: u64 = 2;
 
-/// Events offered in each execution.
-const ATTEMPTS: usize = 2 * PER_WRITER as usize;
+/// Events offered in each execution: two writers' worth.
+const ATTEMPTS: usize = 4;
+const _: () = assert!(ATTEMPTS as u64 == 2 * PER_WRITER);
 
 /// Starts a writer offering events `first..first + PER_WRITER`, in order.
 fn writer(run: &Arc<tailtriage_core::Tailtriage>, first: u64) -> thread::JoinHandle<()> {
