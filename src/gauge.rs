@@ -9,13 +9,26 @@
 //! produced, so every recorded count is one the gauge really held. The decrement saturates at
 //! zero.
 //!
+//! # Per-thread handles
+//!
+//! A shared gauge is written by every thread, so its count is the one contended line a guard
+//! cannot avoid. Everything else stays on the recording thread: each thread keeps its last few
+//! gauges in a small thread-local cache of *handles* (a handle is a reference-counted pointer
+//! to the shared cell, owned by that thread). A guard and its two snapshots clone the thread's
+//! handle, whose reference count lives on a line only that thread writes, and a cache hit
+//! skips the map and its shard lock altogether. A cached cell may have been swept; sweeping
+//! retires a cell by swapping its idle count for a *retired* mark, which an increment through a
+//! handle refuses, so the thread drops that handle and looks the name up again. A retired cell
+//! never counts again, so a name never has two live cells.
+//!
 //! # Bounding the names
 //!
 //! Gauge names may come from user input, so distinct gauges are bounded by the run's in-flight
 //! snapshot limit. Cells whose count fell back to zero stay in the map (so a gauge that goes
 //! up and down costs no allocation) until the map reaches its bound; then cells at zero are
-//! swept out. A sweep write-locks each map shard, and increments happen under the read lock,
-//! so a sweep can never remove a cell between a lookup and its increment. Sweeps are spaced so
+//! swept out: a sweep write-locks each map shard and retires each cell at zero with a
+//! compare-exchange, so a cell is removed only if no guard holds it and none can count on it
+//! again. Sweeps are spaced so
 //! that their cost stays proportional to the new names seen: a sweep waits for half the bound
 //! of new names (created or refused) since the previous one. A guard for a new gauge that
 //! finds no room is refused: it counts nothing, each of its two snapshots is counted as
@@ -26,19 +39,61 @@
 use crate::sync::{Arc, AtomicU64, AtomicUsize, ConcurrentMap, Ordering};
 use crate::Tailtriage;
 
-/// One named gauge.
+/// The count of a cell that a sweep removed: no guard holds it, and none may count on it.
+const RETIRED: u64 = u64::MAX;
+
+/// One named gauge: the cell every thread counts on.
 #[derive(Debug)]
 pub(crate) struct Gauge {
-    /// The gauge name, shared by every snapshot of it (a plain `Arc`: names are not part of
-    /// the protocol the loom models check).
-    pub(crate) name: std::sync::Arc<str>,
-    /// The current count.
+    /// The gauge name.
+    pub(crate) name: Box<str>,
+    /// The current count, or [`RETIRED`].
     count: AtomicU64,
+}
+
+impl Gauge {
+    /// Adds one unless the cell is retired; returns the count after the increment.
+    fn try_increment(&self) -> Option<u64> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count != RETIRED).then(|| count + 1)
+            })
+            .ok()
+            .map(|previous| previous + 1)
+    }
+
+    /// Takes one away (never below zero); returns the count after the decrement. Only a
+    /// guard's holder calls it, so the cell is live.
+    fn decrement(&self) -> u64 {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                Some(count.saturating_sub(1))
+            })
+            .map_or(0, |previous| previous.saturating_sub(1))
+    }
+
+    /// Retires an idle cell; false when it is counted on.
+    fn retire_if_idle(&self) -> bool {
+        self.count
+            .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// A thread's own reference to a gauge cell; see the module docs.
+#[derive(Debug)]
+pub(crate) struct GaugeHandle {
+    /// The run whose gauge this is.
+    registry: u64,
+    /// The shared cell.
+    pub(crate) cell: Arc<Gauge>,
 }
 
 /// The live gauges of a run.
 #[derive(Debug)]
 pub(crate) struct Gauges {
+    /// A number no other run's gauges share: thread caches hold handles of several runs.
+    id: u64,
     /// Gauges by name; cells at zero may linger until a sweep.
     by_name: ConcurrentMap<String, Arc<Gauge>>,
     /// Entries in `by_name`, counting slots reserved by insertions in progress.
@@ -54,7 +109,9 @@ pub(crate) struct Gauges {
 
 impl Gauges {
     pub(crate) fn new(bound: usize) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             by_name: ConcurrentMap::new(),
             tracked: AtomicUsize::new(0),
             bound,
@@ -68,18 +125,34 @@ impl Gauges {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Adds one to the named gauge; returns its cell and the count after the increment, or
-    /// `None` when the gauge cannot be tracked.
-    fn increment(&self, name: String) -> Option<(Arc<Gauge>, u64)> {
-        let bump = |gauge: &Arc<Gauge>| {
-            (
-                Arc::clone(gauge),
-                gauge.count.fetch_add(1, Ordering::AcqRel) + 1,
-            )
-        };
+    /// Adds one to the named gauge; returns this thread's handle on it and the count after the
+    /// increment, or `None` when the gauge cannot be tracked.
+    fn increment(&self, name: String) -> Option<(std::sync::Arc<GaugeHandle>, u64)> {
+        // The common case: this thread counted on the gauge recently.
+        if let Some(handle) = recent::find(self.id, &name) {
+            if let Some(count) = handle.cell.try_increment() {
+                return Some((handle, count));
+            }
+            // Swept since: forget it and look the name up again.
+            recent::forget(self.id, &name);
+        }
 
-        // The common case: the gauge exists; increment under its shard's read lock.
-        if let Some(found) = self.by_name.read(name.as_str(), bump) {
+        let (cell, count) = self.increment_in_map(name)?;
+        let handle = std::sync::Arc::new(GaugeHandle {
+            registry: self.id,
+            cell,
+        });
+        recent::remember(&handle);
+        Some((handle, count))
+    }
+
+    /// Adds one to the named gauge through the map, creating the cell when there is room.
+    fn increment_in_map(&self, name: String) -> Option<(Arc<Gauge>, u64)> {
+        // Cells in the map are never retired: sweeps retire and remove under the write lock.
+        let bump = |gauge: &Arc<Gauge>| Some((Arc::clone(gauge), gauge.try_increment()?));
+
+        // The gauge exists: increment under its shard's read lock.
+        if let Some(found) = self.by_name.read(name.as_str(), bump).flatten() {
             return Some(found);
         }
 
@@ -89,7 +162,7 @@ impl Gauges {
             return None;
         }
         let mut inserted = false;
-        let shared_name: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
+        let shared_name: Box<str> = name.as_str().into();
         let make = || {
             inserted = true;
             Arc::new(Gauge {
@@ -102,7 +175,7 @@ impl Gauges {
             // Another thread inserted the same name first; give the slot back.
             self.tracked.fetch_sub(1, Ordering::Relaxed);
         }
-        Some(found)
+        found
     }
 
     /// Reserves room for one more gauge, sweeping idle gauges when the bound is reached.
@@ -122,7 +195,7 @@ impl Gauges {
         if due {
             self.new_names_since_sweep.store(0, Ordering::Relaxed);
             self.by_name.retain(|_, gauge| {
-                let idle = gauge.count.load(Ordering::Acquire) == 0;
+                let idle = gauge.retire_if_idle();
                 if idle {
                     self.tracked.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -160,15 +233,16 @@ impl Gauges {
 #[derive(Debug)]
 pub struct InflightGuard<'a> {
     recorder: &'a Tailtriage,
-    /// The gauge this guard holds a unit of; `None` when the gauge was refused.
-    gauge: Option<Arc<Gauge>>,
+    /// This thread's handle on the gauge this guard holds a unit of; `None` when the gauge was
+    /// refused.
+    gauge: Option<std::sync::Arc<GaugeHandle>>,
 }
 
 impl<'a> InflightGuard<'a> {
     pub(crate) fn new(recorder: &'a Tailtriage, name: String) -> Self {
         let gauges = recorder.gauges();
         let gauge = if let Some((gauge, count)) = gauges.increment(name) {
-            recorder.record_inflight(&gauge.name, count);
+            recorder.record_inflight(std::sync::Arc::clone(&gauge), count);
             Some(gauge)
         } else {
             recorder.count_dropped_inflight();
@@ -184,13 +258,67 @@ impl Drop for InflightGuard<'_> {
             self.recorder.count_dropped_inflight();
             return;
         };
-        let previous = gauge
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                Some(count.saturating_sub(1))
-            })
-            .unwrap_or(0);
-        self.recorder
-            .record_inflight(&gauge.name, previous.saturating_sub(1));
+        let count = gauge.cell.decrement();
+        // The guard's handle moves into the snapshot: no reference count is touched.
+        self.recorder.record_inflight(gauge, count);
     }
+}
+
+/// The thread-local cache of recently used gauge handles.
+#[cfg(not(loom))]
+mod recent {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use super::GaugeHandle;
+
+    /// Handles a thread keeps; a linear scan of a few entries beats any map here.
+    const CAPACITY: usize = 8;
+
+    thread_local! {
+        static RECENT: RefCell<Vec<Arc<GaugeHandle>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// This thread's handle on gauge `name` of run `registry`, if it has one.
+    pub(super) fn find(registry: u64, name: &str) -> Option<Arc<GaugeHandle>> {
+        RECENT.with_borrow(|recent| {
+            recent
+                .iter()
+                .find(|handle| handle.registry == registry && *handle.cell.name == *name)
+                .cloned()
+        })
+    }
+
+    /// Keeps `handle`, evicting the oldest handle when the cache is full.
+    pub(super) fn remember(handle: &Arc<GaugeHandle>) {
+        RECENT.with_borrow_mut(|recent| {
+            if recent.len() == CAPACITY {
+                recent.remove(0);
+            }
+            recent.push(Arc::clone(handle));
+        });
+    }
+
+    /// Drops this thread's handle on gauge `name` of run `registry`.
+    pub(super) fn forget(registry: u64, name: &str) {
+        RECENT.with_borrow_mut(|recent| {
+            recent.retain(|handle| !(handle.registry == registry && *handle.cell.name == *name));
+        });
+    }
+}
+
+/// Under loom every guard goes through the map: the protocol checked is the map's.
+#[cfg(loom)]
+mod recent {
+    use std::sync::Arc;
+
+    use super::GaugeHandle;
+
+    pub(super) fn find(_registry: u64, _name: &str) -> Option<Arc<GaugeHandle>> {
+        None
+    }
+
+    pub(super) fn remember(_handle: &Arc<GaugeHandle>) {}
+
+    pub(super) fn forget(_registry: u64, _name: &str) {}
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::clock::{RunClock, Tick};
-use crate::gauge::Gauges;
+use crate::gauge::{GaugeHandle, Gauges};
 use crate::limits_hit::LimitsHit;
 use crate::pending::PendingRequests;
 use crate::records::{InflightRecord, QueueRecord, RequestRecord, StageRecord};
@@ -326,12 +326,8 @@ impl Tailtriage {
         });
     }
 
-    pub(crate) fn record_inflight(&self, gauge: &std::sync::Arc<str>, count: u64) {
-        self.record(&self.inflight, |at| InflightRecord {
-            gauge: std::sync::Arc::clone(gauge),
-            at,
-            count,
-        });
+    pub(crate) fn record_inflight(&self, gauge: std::sync::Arc<GaugeHandle>, count: u64) {
+        self.record(&self.inflight, |at| InflightRecord { gauge, at, count });
     }
 
     /// Counts an in-flight snapshot of a refused gauge as dropped.

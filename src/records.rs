@@ -6,6 +6,7 @@
 //! rare, instead of on every event.
 
 use crate::clock::{RunClock, Tick};
+use crate::gauge::GaugeHandle;
 use crate::request::RequestState;
 use crate::sync::Arc;
 use crate::{InFlightSnapshot, Outcome, QueueEvent, RequestEvent, StageEvent};
@@ -46,7 +47,7 @@ pub(crate) struct QueueRecord {
 /// A gauge count after a change.
 #[derive(Debug)]
 pub(crate) struct InflightRecord {
-    pub(crate) gauge: std::sync::Arc<str>,
+    pub(crate) gauge: std::sync::Arc<GaugeHandle>,
     pub(crate) at: Tick,
     pub(crate) count: u64,
 }
@@ -97,7 +98,7 @@ impl QueueRecord {
 impl InflightRecord {
     pub(crate) fn to_event(&self, clock: &RunClock) -> InFlightSnapshot {
         InFlightSnapshot {
-            gauge: self.gauge.to_string(),
+            gauge: self.gauge.cell.name.to_string(),
             at_unix_ms: clock.unix_ms(self.at),
             count: self.count,
         }
