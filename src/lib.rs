@@ -38,12 +38,12 @@
 //! # Implementation notes
 //!
 //! Each section of the run (requests, stages, queues, in-flight snapshots, runtime snapshots)
-//! is a bounded store split into shards. A recording thread reserves a slot with one atomic
-//! add on the section's capacity counter (the reservation is also the event's sequence number),
-//! then pushes the event into the lock-free ring of its own shard. Full rings spill into run
-//! storage in batches; `snapshot()` and `shutdown()` drain the rings into storage, order it by
-//! sequence number, and build the artifact's strings only then. Once a section is full, an
-//! event costs one shared load and one add on a per-shard tally: no clock read, no
+//! is a bounded store split into shards. A section starts with as many permits as its limit;
+//! shards lease them in batches and a recording thread takes one from its own shard, then
+//! pushes the event into the lock-free ring of that shard. Full rings spill into run storage in
+//! batches; `snapshot()` and `shutdown()` drain the rings into storage, order it by (instant,
+//! thread, per-thread count), and build the artifact's strings only then. Once a section is
+//! full, an event costs one shared load and one add on a per-shard tally: no clock read, no
 //! allocation. See the module docs of `section`, `pending`, `gauge` and `limits_hit` for the
 //! invariants, and `loom-tests/` for the models that check them.
 //!
