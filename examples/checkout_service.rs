@@ -622,7 +622,7 @@ fn render_report(args: &Args, load: &Load, artifact: &Run, verdict: &Verdict) ->
     }
     let _ = writeln!(
         out,
-        "\n  the published CLI gives the same verdict: tailtriage analyze {}",
+        "\n  to check it with the published CLI: tailtriage analyze {}",
         args.output.display()
     );
     out

@@ -84,6 +84,7 @@ impl Gauge {
 #[derive(Debug)]
 pub(crate) struct GaugeHandle {
     /// The run whose gauge this is.
+    #[cfg_attr(loom, allow(dead_code))] // only the thread cache reads it, and loom has none
     registry: u64,
     /// The shared cell.
     pub(crate) cell: Arc<Gauge>,

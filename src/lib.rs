@@ -44,8 +44,15 @@
 //! batches; `snapshot()` and `shutdown()` drain the rings into storage, order it by (instant,
 //! thread, per-thread count), and build the artifact's strings only then. Once a section is
 //! full, an event costs one shared load and one add on a per-shard tally: no clock read, no
-//! allocation. See the module docs of `section`, `pending`, `gauge` and `limits_hit` for the
-//! invariants, and `loom-tests/` for the models that check them.
+//! allocation. In the source repository, the module docs of `src/section.rs`, `src/pending.rs`,
+//! `src/gauge.rs` and `src/limits_hit.rs` state the invariants, and `loom-tests/` holds the
+//! models that check them.
+//!
+//! # Cargo features
+//!
+//! * `tokio`: `runtime_sampler`, which records Tokio runtime metrics into the run.
+//! * `tower`: `http_layer`, a tower layer that records every HTTP request (with axum's route
+//!   templates when present).
 //!
 //! Where this crate goes beyond 0.2.0, it does so additively: [`Tailtriage::shutdown_to`],
 //! [`Tailtriage::capture_limits`], [`LocalJsonSink::pretty`], and optional artifact fields

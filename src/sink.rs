@@ -211,13 +211,16 @@ impl RunSink for LocalJsonSink {
         );
 
         // The temporary file deletes itself when dropped, on every early return below.
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}."))
-            .suffix(".tmp")
-            .tempfile_in(folder)
-            .map_err(|error| {
-                SinkError::Io(self.path_error("create a temporary file in", folder, error))
-            })?;
+        let prefix = format!(".{file_name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // A temporary file is private (0600) by default; the artifact gets the permissions a
+        // plainly created file would (0666 less the umask), as the published sink's does.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder.tempfile_in(folder).map_err(|error| {
+            SinkError::Io(self.path_error("create a temporary file in", folder, error))
+        })?;
         self.serialize(temp.as_file(), temp.path(), run)?;
 
         temp.persist(&self.path).map_err(|error| {

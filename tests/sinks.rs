@@ -147,3 +147,23 @@ fn the_discard_sink_accepts_everything() {
         .shutdown()
         .expect("discard succeeds");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_artifact_is_readable_like_a_plainly_created_file() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let folder = tempfile::tempdir().expect("temp dir");
+    let path = folder.path().join("run.json");
+    let plain = folder.path().join("plain");
+    fs::write(&plain, b"x").expect("plain file");
+    finished_run(LocalJsonSink::new(&path))
+        .shutdown()
+        .expect("shutdown writes");
+    let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&path),
+        mode(&plain),
+        "the artifact is not left private to its writer"
+    );
+}
