@@ -32,6 +32,8 @@
 //!   `BENCH_PROFILE_CHUNKS` chunks of 50 000 requests or shutdowns for
 //!   repeatable instruction counts; `BENCH_PROFILE_THREADS`, default 8).
 //!
+//! - `BENCH_ARTIFACT_DIR`: where `shutdown_100k` writes its artifacts (default
+//!   `/dev/shm` where it exists, else the system's temporary folder);
 //! - `BENCH_ONLY=drop_path,threads,...`: run only the named scenarios (the
 //!   others print as `n/a`) and leave the summary file alone.
 //!
@@ -476,11 +478,25 @@ fn recording_sample(system: System, requests: usize) -> f64 {
     })
 }
 
+/// A temporary folder for an artifact: in memory (`/dev/shm`) where there is one, so that a
+/// disk shared with other work does not add its flush time to the recorder's; the folder
+/// `BENCH_ARTIFACT_DIR` names when set.
+fn artifact_folder() -> tempfile::TempDir {
+    let base = std::env::var_os("BENCH_ARTIFACT_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|shm| shm.is_dir()));
+    match base {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .expect("a temporary folder for the artifact")
+}
+
 /// Milliseconds `shutdown()` takes to write an artifact of
 /// [`ARTIFACT_REQUESTS`] requests, and the artifact's size in bytes.
 /// `pretty` asks ours for the indented artifact the published crate writes.
 fn shutdown_sample(system: System, pretty: bool) -> (f64, u64) {
-    let folder = tempfile::tempdir().expect("a temporary folder for the artifact");
+    let folder = artifact_folder();
     let path = folder.path().join("run.json");
 
     macro_rules! shutdown_with {
