@@ -55,10 +55,17 @@ impl LimitsHit {
 
     /// Called after every dropped event. Runs the listener if this is the transition; returns
     /// a message when the listener panicked.
+    #[inline]
     pub(crate) fn on_drop(&self) -> Option<String> {
         if !self.armed.load(Ordering::Acquire) || self.fired.load(Ordering::Relaxed) {
             return None;
         }
+        self.fire()
+    }
+
+    /// Races for the transition and, if this thread wins, runs the listener.
+    #[cold]
+    fn fire(&self) -> Option<String> {
         if self.fired.swap(true, Ordering::AcqRel) {
             return None;
         }

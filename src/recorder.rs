@@ -341,6 +341,7 @@ impl Tailtriage {
     }
 
     /// Reacts to a dropped event: the first drop after a listener is set runs it.
+    #[inline]
     fn note(&self, offer: Offer) {
         if offer == Offer::Dropped {
             if let Some(panic_message) = self.limits_hit.on_drop() {
