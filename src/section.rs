@@ -258,6 +258,11 @@ impl<E> Section<E> {
 
     /// With the pool empty: takes a credit from any shard, or, once no permit is left
     /// anywhere, marks the section exhausted and returns false.
+    ///
+    /// Known limitation: this path is not lock-free. A writer that finds the pool empty while
+    /// another thread's lease is in flight yields until that lease lands; if the leasing
+    /// thread is descheduled, refusing writers wait for it. It happens only at the moment the
+    /// section runs out, once per run, and recording with permits left never waits.
     fn take_leftover_credit(&self) -> bool {
         loop {
             // Finished first, then started: if they match, no lease was in flight at the
