@@ -1,25 +1,16 @@
 //! Exact accounting under concurrency: per section, retained = min(attempts, limit) and
 //! retained + dropped = attempts; the limits-hit listener runs at most once per run.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use tailtriage_core::{CaptureLimits, DiscardSink, RuntimeSnapshot, Tailtriage};
+use tailtriage_core::{CaptureLimits, DiscardSink, Tailtriage};
 
 const THREADS: usize = 8;
 const REQUESTS_PER_THREAD: usize = 300;
 const ROUNDS: usize = 12;
-
-fn runtime_snapshot() -> RuntimeSnapshot {
-    RuntimeSnapshot {
-        at_unix_ms: 0,
-        alive_tasks: None,
-        global_queue_depth: None,
-        local_queue_depth: None,
-        blocking_queue_depth: None,
-        remote_schedule_count: None,
-    }
-}
 
 /// Runs one round: `THREADS` threads released together, each recording `REQUESTS_PER_THREAD`
 /// fully instrumented requests against limits that straddle the attempts.
@@ -53,7 +44,7 @@ fn round(limit: usize) {
                         started.handle.stage("s").await_value(async {}).await;
                     });
                     drop(started.handle.inflight("g"));
-                    tailtriage.record_runtime_snapshot(runtime_snapshot());
+                    tailtriage.record_runtime_snapshot(support::runtime_snapshot(0));
                     started.completion.finish_ok();
                 }
             });
@@ -158,7 +149,7 @@ fn writers_racing_at_the_capacity_boundary_never_overfill_a_section() {
                 scope.spawn(|| {
                     start.wait();
                     for _ in 0..PER_WRITER {
-                        tailtriage.record_runtime_snapshot(runtime_snapshot());
+                        tailtriage.record_runtime_snapshot(support::runtime_snapshot(0));
                     }
                 });
             }

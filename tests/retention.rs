@@ -1,11 +1,11 @@
 //! Bounded retention: limits, exact drop counts and the limits-hit listener.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tailtriage_core::{
-    CaptureLimits, CaptureLimitsOverride, MemorySink, RuntimeSnapshot, Tailtriage,
-};
+use tailtriage_core::{CaptureLimits, CaptureLimitsOverride, MemorySink, Tailtriage};
 
 fn limited(limit: usize) -> Tailtriage {
     Tailtriage::builder("checkout")
@@ -21,17 +21,6 @@ fn limited(limit: usize) -> Tailtriage {
         .expect("build succeeds")
 }
 
-fn runtime_snapshot(at: u64) -> RuntimeSnapshot {
-    RuntimeSnapshot {
-        at_unix_ms: at,
-        alive_tasks: Some(1),
-        global_queue_depth: None,
-        local_queue_depth: None,
-        blocking_queue_depth: None,
-        remote_schedule_count: None,
-    }
-}
-
 #[test]
 fn saturation_keeps_exact_drop_counts_in_every_section() {
     let tailtriage = limited(3);
@@ -41,7 +30,7 @@ fn saturation_keeps_exact_drop_counts_in_every_section() {
         futures_executor::block_on(started.handle.stage("s").await_value(async {}));
         drop(started.handle.inflight("g"));
         started.completion.finish_ok();
-        tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+        tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
     }
     let run = tailtriage.snapshot();
     assert_eq!(run.requests.len(), 3);
@@ -73,7 +62,7 @@ fn a_zero_limit_drops_everything_and_counts_it() {
     let tailtriage = limited(0);
     for _ in 0..4 {
         tailtriage.begin_request("/r").completion.finish_ok();
-        tailtriage.record_runtime_snapshot(runtime_snapshot(2));
+        tailtriage.record_runtime_snapshot(support::runtime_snapshot(2));
     }
     let run = tailtriage.snapshot();
     assert!(run.requests.is_empty() && run.runtime_snapshots.is_empty());
@@ -89,10 +78,10 @@ fn the_limits_hit_listener_runs_once_on_the_first_drop_after_it_is_set() {
     tailtriage.set_limits_hit_listener(Some(Arc::new(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     })));
-    tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+    tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing dropped yet");
     for _ in 0..10 {
-        tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+        tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
         tailtriage.begin_request("/r").completion.finish_ok();
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "runs at most once per run");
@@ -101,15 +90,15 @@ fn the_limits_hit_listener_runs_once_on_the_first_drop_after_it_is_set() {
 #[test]
 fn a_listener_set_after_the_first_drop_still_runs_on_the_next_drop() {
     let tailtriage = limited(0);
-    tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+    tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     tailtriage.set_limits_hit_listener(Some(Arc::new(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     })));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
-    tailtriage.record_runtime_snapshot(runtime_snapshot(1));
-    tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+    tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
+    tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -122,7 +111,7 @@ fn a_cleared_listener_does_not_run() {
         counter.fetch_add(1, Ordering::SeqCst);
     })));
     tailtriage.set_limits_hit_listener(None);
-    tailtriage.record_runtime_snapshot(runtime_snapshot(1));
+    tailtriage.record_runtime_snapshot(support::runtime_snapshot(1));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 

@@ -6,32 +6,14 @@
 //! once when anything was dropped and never otherwise. Set `TAILTRIAGE_STRESS_SCALE` to run more
 //! rounds.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
-use tailtriage_core::{CaptureLimits, DiscardSink, Run, RuntimeSnapshot, Tailtriage};
+use tailtriage_core::{CaptureLimits, DiscardSink, Run, Tailtriage};
 
 const THREADS: usize = 6;
-
-/// Rounds multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
-fn rounds(base: usize) -> usize {
-    let scale = std::env::var("TAILTRIAGE_STRESS_SCALE")
-        .ok()
-        .and_then(|scale| scale.parse().ok())
-        .unwrap_or(1_usize);
-    base * scale.max(1)
-}
-
-fn runtime_snapshot() -> RuntimeSnapshot {
-    RuntimeSnapshot {
-        at_unix_ms: 0,
-        alive_tasks: None,
-        global_queue_depth: None,
-        local_queue_depth: None,
-        blocking_queue_depth: None,
-        remote_schedule_count: None,
-    }
-}
 
 fn recorder(limits: CaptureLimits) -> Tailtriage {
     Tailtriage::builder("stress")
@@ -107,7 +89,7 @@ fn sections_with_different_limits_each_keep_exact_counts_and_the_listener_runs_o
     const PER_THREAD: usize = 400;
     let attempts = THREADS * PER_THREAD;
 
-    for round in 0..rounds(32) {
+    for round in 0..support::rounds(32) {
         // Every section straddles the attempts differently; one of them keeps everything.
         let limits = CaptureLimits {
             max_requests: attempts / 2 + round,
@@ -130,7 +112,7 @@ fn sections_with_different_limits_each_keep_exact_counts_and_the_listener_runs_o
                             started.handle.stage("work").await_value(async {}).await;
                         });
                         drop(started.handle.inflight("busy"));
-                        run.record_runtime_snapshot(runtime_snapshot());
+                        run.record_runtime_snapshot(support::runtime_snapshot(0));
                         started.completion.finish_ok();
                     }
                 });
@@ -164,7 +146,7 @@ fn requests_refused_at_the_pending_bound_are_counted_once_and_never_overfill() {
     const BATCHES: usize = 200;
     let attempts = THREADS * HELD * BATCHES;
 
-    for round in 0..rounds(40) {
+    for round in 0..support::rounds(40) {
         let limit = [1, HELD, THREADS * HELD - 1, attempts / 2 + round][round % 4];
         let limits = CaptureLimits {
             max_requests: limit,
@@ -219,7 +201,7 @@ fn requests_refused_at_the_pending_bound_are_counted_once_and_never_overfill() {
 fn a_listener_set_while_writers_overflow_runs_exactly_once_and_only_after_a_drop() {
     const PER_THREAD: usize = 400;
 
-    for round in 0..rounds(500) {
+    for round in 0..support::rounds(500) {
         let limit = THREADS * PER_THREAD / 2;
         let run = recorder(CaptureLimits {
             max_requests: 0,
@@ -232,7 +214,7 @@ fn a_listener_set_while_writers_overflow_runs_exactly_once_and_only_after_a_drop
                 scope.spawn(|| {
                     start.wait();
                     for _ in 0..PER_THREAD {
-                        run.record_runtime_snapshot(runtime_snapshot());
+                        run.record_runtime_snapshot(support::runtime_snapshot(0));
                     }
                 });
             }
@@ -270,7 +252,7 @@ fn writers_that_exactly_fill_every_section_never_run_the_listener() {
     const PER_THREAD: usize = 200;
     let attempts = THREADS * PER_THREAD;
 
-    for _ in 0..rounds(16) {
+    for _ in 0..support::rounds(16) {
         let limits = CaptureLimits {
             max_requests: attempts,
             max_stages: attempts,
@@ -290,7 +272,7 @@ fn writers_that_exactly_fill_every_section_never_run_the_listener() {
                             started.handle.stage("work").await_value(async {}).await;
                         });
                         drop(started.handle.inflight("busy"));
-                        run.record_runtime_snapshot(runtime_snapshot());
+                        run.record_runtime_snapshot(support::runtime_snapshot(0));
                         started.completion.finish_ok();
                     }
                 });

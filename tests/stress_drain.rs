@@ -8,6 +8,8 @@
 //! shorter than the previous drain's (drains do not consume). Set `TAILTRIAGE_STRESS_SCALE` to
 //! run more rounds.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 
@@ -19,15 +21,6 @@ const EVENTS_PER_WRITER: u64 = 20_000;
 /// begin before its event `n * PACE`, so that drains overlap recording even on a loaded
 /// machine where the writers could otherwise finish before the first drain.
 const PACE: u64 = 2_000;
-
-/// Rounds multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
-fn rounds(base: usize) -> usize {
-    let scale = std::env::var("TAILTRIAGE_STRESS_SCALE")
-        .ok()
-        .and_then(|scale| scale.parse().ok())
-        .unwrap_or(1_usize);
-    base * scale.max(1)
-}
 
 /// Lets paced threads run free when dropped, so that a failed check on the draining thread
 /// ends the test instead of leaving the paced threads waiting for drains that never come.
@@ -155,7 +148,7 @@ fn recorder() -> (Tailtriage, MemorySink) {
 
 #[test]
 fn snapshots_taken_while_writers_record_hold_every_returned_event_and_consume_nothing() {
-    for _ in 0..rounds(5) {
+    for _ in 0..support::rounds(5) {
         let (tailtriage, _sink) = recorder();
         race_writers_against("snapshot", &tailtriage, || tailtriage.snapshot());
     }
@@ -163,7 +156,7 @@ fn snapshots_taken_while_writers_record_hold_every_returned_event_and_consume_no
 
 #[test]
 fn shutdowns_taken_while_writers_record_hand_every_returned_event_to_the_sink() {
-    for _ in 0..rounds(5) {
+    for _ in 0..support::rounds(5) {
         let (tailtriage, sink) = recorder();
         race_writers_against("shutdown", &tailtriage, || {
             tailtriage

@@ -7,21 +7,14 @@
 //! gauges, sweeps of idle gauges run under the guards and every snapshot is still accounted
 //! for exactly. Set `TAILTRIAGE_STRESS_SCALE` to run more rounds.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Barrier;
 
 use tailtriage_core::{CaptureLimits, DiscardSink, Run, Tailtriage};
 
 const THREADS: usize = 6;
-
-/// Rounds multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
-fn rounds(base: usize) -> usize {
-    let scale = std::env::var("TAILTRIAGE_STRESS_SCALE")
-        .ok()
-        .and_then(|scale| scale.parse().ok())
-        .unwrap_or(1_usize);
-    base * scale.max(1)
-}
 
 fn recorder(max_inflight_snapshots: usize) -> Tailtriage {
     Tailtriage::builder("stress")
@@ -74,7 +67,7 @@ fn gauge_counts_return_to_zero_and_every_recorded_count_is_one_it_held() {
     const GUARDS_PER_THREAD: usize = 3_000;
     const GAUGES: [&str; 2] = ["shared_a", "shared_b"];
 
-    for round in 0..rounds(8) {
+    for round in 0..support::rounds(8) {
         let tailtriage = recorder(usize::MAX);
         let start = Barrier::new(THREADS);
         std::thread::scope(|scope| {
@@ -144,7 +137,7 @@ fn gauge_sweeps_under_a_small_bound_keep_exact_snapshot_accounting() {
     const GUARDS_PER_THREAD: usize = 2_000;
     const NAMES_PER_THREAD: usize = 5;
 
-    for _ in 0..rounds(8) {
+    for _ in 0..support::rounds(8) {
         let tailtriage = recorder(BOUND);
         let start = Barrier::new(THREADS);
         std::thread::scope(|scope| {

@@ -7,6 +7,8 @@
 //! run does too. Concurrent sampler registrations let exactly one
 //! win. Set `TAILTRIAGE_STRESS_SCALE` to run more rounds.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -22,15 +24,6 @@ const WORKERS: usize = 4;
 /// `n` to begin before its request `n * PACE`, so that shutdowns overlap finishing even on a
 /// loaded machine where the workers could otherwise finish before the first shutdown.
 const PACE: usize = 150;
-
-/// Rounds multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
-fn rounds(base: usize) -> usize {
-    let scale = std::env::var("TAILTRIAGE_STRESS_SCALE")
-        .ok()
-        .and_then(|scale| scale.parse().ok())
-        .unwrap_or(1_usize);
-    base * scale.max(1)
-}
 
 /// Lets paced threads run free when dropped, so that a failed check on the draining thread
 /// ends the test instead of leaving the paced threads waiting for drains that never come.
@@ -146,7 +139,7 @@ fn unfinished_count_is_exact_when_requests_finish_during_shutdown() {
     const PER_WORKER: usize = 1_500;
     let total = WORKERS * PER_WORKER;
 
-    for _ in 0..rounds(10) {
+    for _ in 0..support::rounds(10) {
         let sink = MemorySink::new();
         let tailtriage = Arc::new(
             Tailtriage::builder("stress")
@@ -232,7 +225,7 @@ fn a_request_finishing_during_shutdown_is_completed_or_unfinished_never_both_nor
     // pending and a run's unfinished sample names every unfinished request.
     const PER_WORKER: usize = 2_000;
 
-    for _ in 0..rounds(10) {
+    for _ in 0..support::rounds(10) {
         let sink = MemorySink::new();
         let tailtriage = Tailtriage::builder("stress")
             .sink(sink.clone())
@@ -316,7 +309,7 @@ fn sampler_config(cadence_ms: u64) -> EffectiveTokioSamplerConfig {
 fn only_one_of_many_concurrent_sampler_registrations_succeeds() {
     const SAMPLERS: u64 = 4;
 
-    for round in 0..rounds(1_000) {
+    for round in 0..support::rounds(1_000) {
         let tailtriage = Tailtriage::builder("stress")
             .build()
             .expect("a recorder with a service name builds");

@@ -1,0 +1,25 @@
+//! Helpers shared by the integration tests; each test binary uses a subset.
+#![allow(dead_code)]
+
+use tailtriage_core::RuntimeSnapshot;
+
+/// Rounds of a stress test: `base` multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
+pub fn rounds(base: usize) -> usize {
+    let scale = std::env::var("TAILTRIAGE_STRESS_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1_usize);
+    base * scale.max(1)
+}
+
+/// A runtime snapshot taken at `at_unix_ms`, with no metric available.
+pub fn runtime_snapshot(at_unix_ms: u64) -> RuntimeSnapshot {
+    RuntimeSnapshot {
+        at_unix_ms,
+        alive_tasks: None,
+        global_queue_depth: None,
+        local_queue_depth: None,
+        blocking_queue_depth: None,
+        remote_schedule_count: None,
+    }
+}
