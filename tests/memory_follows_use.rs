@@ -35,9 +35,6 @@ fn uniform(limit: usize) -> CaptureLimits {
 
 /// Bytes live after building a run with `builder`, the run still alive.
 fn bytes_added_by_build(builder: tailtriage_core::TailtriageBuilder) -> isize {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let builder = builder.sink(DiscardSink);
     let before = live();
     let tailtriage = builder.build().expect("build succeeds");
@@ -46,12 +43,36 @@ fn bytes_added_by_build(builder: tailtriage_core::TailtriageBuilder) -> isize {
     added
 }
 
+/// The least that building a run with `make()` adds, over a few builds.
+///
+/// The counter is process-wide, so the harness thread (spawning the next test, buffering
+/// output) can allocate inside a measuring window; it only ever adds to one reading, and the
+/// least of several readings is the run's own cost.
+fn least_added_by_build(make: impl Fn() -> tailtriage_core::TailtriageBuilder) -> isize {
+    (0..5)
+        .map(|_| bytes_added_by_build(make()))
+        .min()
+        .expect("five readings")
+}
+
 #[test]
 fn building_allocates_little_whatever_the_limits() {
-    let light = bytes_added_by_build(Tailtriage::builder("svc").light());
-    let investigation = bytes_added_by_build(Tailtriage::builder("svc").investigation());
-    let huge = bytes_added_by_build(Tailtriage::builder("svc").capture_limits(uniform(usize::MAX)));
-    let zero = bytes_added_by_build(Tailtriage::builder("svc").capture_limits(uniform(0)));
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The first run of a process also sets up what every later run shares (the calibrated
+    // clock, thread numbering); that is a one-time cost, bounded here and excluded below.
+    let first = bytes_added_by_build(Tailtriage::builder("svc").light());
+    assert!(
+        first < 64 * 1024,
+        "the first build of a process added {first} bytes"
+    );
+
+    let light = least_added_by_build(|| Tailtriage::builder("svc").light());
+    let investigation = least_added_by_build(|| Tailtriage::builder("svc").investigation());
+    let huge =
+        least_added_by_build(|| Tailtriage::builder("svc").capture_limits(uniform(usize::MAX)));
+    let zero = least_added_by_build(|| Tailtriage::builder("svc").capture_limits(uniform(0)));
     for (name, bytes) in [
         ("light", light),
         ("investigation", investigation),
@@ -63,10 +84,16 @@ fn building_allocates_little_whatever_the_limits() {
             "{name} limits: build added {bytes} bytes"
         );
     }
-    assert!(
-        (investigation - light).abs() < 4 * 1024,
-        "limits do not change what build allocates: light {light}, investigation {investigation}"
-    );
+    for (name, bytes) in [
+        ("investigation", investigation),
+        ("usize::MAX", huge),
+        ("zero", zero),
+    ] {
+        assert!(
+            (bytes - light).abs() < 4 * 1024,
+            "limits do not change what build allocates: light {light}, {name} {bytes}"
+        );
+    }
 }
 
 #[test]
