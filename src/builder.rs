@@ -1,13 +1,12 @@
 //! Configuring a run before it starts.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use crate::recorder::Parts;
+use crate::sink::Destination;
 use crate::{
     BuildError, CaptureLimits, CaptureLimitsOverride, CaptureMode, EffectiveCoreConfig,
     LocalJsonSink, RunSink, Tailtriage,
 };
+use std::path::Path;
 
 /// Configures a [`Tailtriage`] run; created by [`Tailtriage::builder`].
 ///
@@ -41,7 +40,7 @@ pub struct TailtriageBuilder {
     service_version: Option<String>,
     run_id: Option<String>,
     mode: CaptureMode,
-    sink: Arc<dyn RunSink + Send + Sync>,
+    sink: Destination,
     capture_limits: Option<CaptureLimits>,
     capture_limits_override: CaptureLimitsOverride,
     strict_lifecycle: bool,
@@ -68,7 +67,7 @@ impl TailtriageBuilder {
             service_version: None,
             run_id: None,
             mode: CaptureMode::Light,
-            sink: Arc::new(LocalJsonSink::new("tailtriage-run.json")),
+            sink: Destination::Json(LocalJsonSink::new("tailtriage-run.json")),
             capture_limits: None,
             capture_limits_override: CaptureLimitsOverride::default(),
             strict_lifecycle: false,
@@ -92,7 +91,7 @@ impl TailtriageBuilder {
     /// Writes the run as JSON to `output_path` at shutdown (a [`LocalJsonSink`]).
     #[must_use]
     pub fn output(mut self, output_path: impl AsRef<Path>) -> Self {
-        self.sink = Arc::new(LocalJsonSink::new(output_path));
+        self.sink = Destination::Json(LocalJsonSink::new(output_path));
         self
     }
 
@@ -102,7 +101,7 @@ impl TailtriageBuilder {
     where
         S: RunSink + Send + Sync + 'static,
     {
-        self.sink = Arc::new(sink);
+        self.sink = Destination::of(sink);
         self
     }
 

@@ -72,6 +72,7 @@ mod pending;
 mod recorder;
 mod records;
 mod request;
+mod run_view;
 mod section;
 mod sink;
 mod sync;

@@ -14,7 +14,9 @@ use crate::limits_hit::LimitsHit;
 use crate::pending::PendingRequests;
 use crate::records::{InflightRecord, QueueRecord, RequestRecord, StageRecord};
 use crate::request::{OwnedStartedRequest, RequestState, StartedRequest};
+use crate::run_view::RunView;
 use crate::section::{Offer, Section};
+use crate::sink::Destination;
 use crate::sync::{lock, Arc, Mutex};
 use crate::{
     BuildError, CaptureLimits, CaptureMode, EffectiveCoreConfig, EffectiveTokioSamplerConfig,
@@ -52,7 +54,7 @@ use crate::{
 pub struct Tailtriage {
     clock: RunClock,
     config: EffectiveCoreConfig,
-    sink: std::sync::Arc<dyn RunSink + Send + Sync>,
+    sink: Destination,
     requests: Section<RequestRecord>,
     stages: Section<StageRecord>,
     queues: Section<QueueRecord>,
@@ -86,7 +88,7 @@ pub(crate) struct Parts {
     pub(crate) service_version: Option<String>,
     pub(crate) run_id: Option<String>,
     pub(crate) config: EffectiveCoreConfig,
-    pub(crate) sink: std::sync::Arc<dyn RunSink + Send + Sync>,
+    pub(crate) sink: Destination,
 }
 
 impl fmt::Debug for Tailtriage {
@@ -416,7 +418,9 @@ impl Tailtriage {
     #[must_use]
     pub fn snapshot(&self) -> Run {
         let state = lock(&self.lifecycle);
-        self.collect(&state.metadata, u64::MAX)
+        // A closure, not `RunView::to_run`: the path would pin the view's lifetime.
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        self.drain(&state.metadata, u64::MAX, |view| view.to_run())
     }
 
     /// Finalizes the run and writes it to the configured sink.
@@ -430,7 +434,15 @@ impl Tailtriage {
     /// [`SinkError::Lifecycle`] when strict lifecycle is on and requests are pending (nothing
     /// is written); otherwise whatever the sink returns.
     pub fn shutdown(&self) -> Result<(), SinkError> {
-        self.shutdown_to(&*self.sink)
+        match &self.sink {
+            // Encoded straight from the records while the sections are drained; the file is
+            // written after their locks are released.
+            Destination::Json(json) => {
+                let encoded = self.finalize(|view| json.encode_to_vec(view))??;
+                json.write_encoded(&encoded)
+            }
+            Destination::Custom(sink) => self.shutdown_to(&**sink),
+        }
     }
 
     /// Like [`shutdown`](Tailtriage::shutdown), but writes to `sink` instead of the configured
@@ -455,66 +467,79 @@ impl Tailtriage {
     ///
     /// As for [`shutdown`](Tailtriage::shutdown).
     pub fn shutdown_to(&self, sink: &dyn RunSink) -> Result<(), SinkError> {
-        let run = {
-            let mut state = lock(&self.lifecycle);
-            state.shutdowns += 1;
-            let epoch = state.shutdowns;
-            let unfinished = self.pending.claim_unfinished(epoch);
-
-            let now = self.clock.now_unix_ms();
-            let metadata = &mut state.metadata;
-            metadata.finished_at_unix_ms = now;
-            metadata.finalized_at_unix_ms = Some(now);
-            metadata.unfinished_requests = UnfinishedRequests {
-                count: unfinished.count,
-                sample: unfinished.sample,
-            };
-            if unfinished.count > 0 {
-                let warning = format!(
-                    "{} unfinished request(s) remained at shutdown; they are reported here and \
-                     not as completed requests",
-                    unfinished.count
-                );
-                if !metadata.lifecycle_warnings.contains(&warning) {
-                    metadata.lifecycle_warnings.push(warning);
-                }
-                if self.config.strict_lifecycle {
-                    return Err(SinkError::Lifecycle {
-                        unfinished_count: usize::try_from(unfinished.count).unwrap_or(usize::MAX),
-                    });
-                }
-            }
-            self.collect(&state.metadata, epoch)
-        };
+        // A closure, not `RunView::to_run`: the path would pin the view's lifetime.
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        let run = self.finalize(|view| view.to_run())?;
         sink.write(&run)
     }
 
-    /// Drains every section into a run; request events counted unfinished by shutdown
-    /// `epoch` or later are left out (they stay retained for the next shutdown).
-    fn collect(&self, metadata: &RunMetadata, epoch: u64) -> Run {
-        let clock = &self.clock;
-        let mut run = Run::new(metadata.clone());
-        run.requests = self.requests.drain_and_read(|records| {
-            records
-                .iter()
-                .filter(|record| record.event.unfinished_epoch < epoch)
-                .map(|record| record.event.to_event(clock))
-                .collect()
-        });
-        run.stages = self
-            .stages
-            .drain_and_read(|records| records.iter().map(|r| r.event.to_event(clock)).collect());
-        run.queues = self
-            .queues
-            .drain_and_read(|records| records.iter().map(|r| r.event.to_event(clock)).collect());
-        run.inflight = self
-            .inflight
-            .drain_and_read(|records| records.iter().map(|r| r.event.to_event(clock)).collect());
-        run.runtime_snapshots = self
-            .runtime_snapshots
-            .drain_and_read(|records| records.iter().map(|r| r.event.clone()).collect());
-        run.truncation = self.truncation();
-        run
+    /// Stamps the end of the run, counts what is unfinished, and lets `write` see the final
+    /// run; with strict lifecycle and requests pending, stops before draining.
+    fn finalize<R>(&self, write: impl FnOnce(&RunView<'_>) -> R) -> Result<R, SinkError> {
+        let mut state = lock(&self.lifecycle);
+        state.shutdowns += 1;
+        let epoch = state.shutdowns;
+        let unfinished = self.pending.claim_unfinished(epoch);
+
+        let now = self.clock.now_unix_ms();
+        let metadata = &mut state.metadata;
+        metadata.finished_at_unix_ms = now;
+        metadata.finalized_at_unix_ms = Some(now);
+        metadata.unfinished_requests = UnfinishedRequests {
+            count: unfinished.count,
+            sample: unfinished.sample,
+        };
+        if unfinished.count > 0 {
+            let warning = format!(
+                "{} unfinished request(s) remained at shutdown; they are reported here and not \
+                 as completed requests",
+                unfinished.count
+            );
+            if !metadata.lifecycle_warnings.contains(&warning) {
+                metadata.lifecycle_warnings.push(warning);
+            }
+            if self.config.strict_lifecycle {
+                return Err(SinkError::Lifecycle {
+                    unfinished_count: usize::try_from(unfinished.count).unwrap_or(usize::MAX),
+                });
+            }
+        }
+        Ok(self.drain(&state.metadata, epoch, write))
+    }
+
+    /// Drains every section and lets `read` see the run; request events counted unfinished
+    /// by shutdown `epoch` or later are left out (they stay retained for the next shutdown).
+    ///
+    /// The five storage locks are held together while `read` runs. Only a drain takes more
+    /// than one, always in this order and under the lifecycle lock, so drains cannot deadlock
+    /// with each other or with writers, which take one at a time.
+    fn drain<R>(
+        &self,
+        metadata: &RunMetadata,
+        epoch: u64,
+        read: impl FnOnce(&RunView<'_>) -> R,
+    ) -> R {
+        self.requests.drain_and_read(|requests| {
+            self.stages.drain_and_read(|stages| {
+                self.queues.drain_and_read(|queues| {
+                    self.inflight.drain_and_read(|inflight| {
+                        self.runtime_snapshots.drain_and_read(|runtime_snapshots| {
+                            read(&RunView {
+                                metadata,
+                                clock: &self.clock,
+                                epoch,
+                                requests,
+                                stages,
+                                queues,
+                                inflight,
+                                runtime_snapshots,
+                                truncation: self.truncation(),
+                            })
+                        })
+                    })
+                })
+            })
+        })
     }
 
     /// The truncation counters as of now.

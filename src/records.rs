@@ -4,7 +4,17 @@
 //! id), the name `String` the caller passed, and run-clock ticks (not wall-clock reads). The
 //! artifact's strings and millisecond instants are built only when a run is drained, which is
 //! rare, instead of on every event.
+//!
+//! A drain sees a record through its *view*: the artifact event's fields, in the artifact's
+//! order and with its serde attributes, but borrowing every string from the record. A view
+//! serializes to exactly the bytes its owned event would (the JSON sink writes views straight
+//! from the locked sections, allocating nothing per event), and turns into the owned event for
+//! [`Run`](crate::Run) (snapshots, custom sinks). Each mapping from record to artifact field is
+//! therefore written once, in `view`.
 
+use serde::Serialize;
+
+use crate::artifact::is_false;
 use crate::clock::{RunClock, Tick};
 use crate::gauge::GaugeHandle;
 use crate::request::RequestState;
@@ -52,26 +62,72 @@ pub(crate) struct InflightRecord {
     pub(crate) count: u64,
 }
 
+/// A [`RequestEvent`] borrowed from its record.
+#[derive(Debug, Serialize)]
+pub(crate) struct RequestView<'a> {
+    request_id: &'a str,
+    route: &'a str,
+    kind: Option<&'a str>,
+    started_at_unix_ms: u64,
+    finished_at_unix_ms: u64,
+    latency_us: u64,
+    outcome: &'a str,
+}
+
+/// A [`StageEvent`] borrowed from its record.
+#[derive(Debug, Serialize)]
+pub(crate) struct StageView<'a> {
+    request_id: &'a str,
+    stage: &'a str,
+    started_at_unix_ms: u64,
+    finished_at_unix_ms: u64,
+    latency_us: u64,
+    success: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    cancelled: bool,
+}
+
+/// A [`QueueEvent`] borrowed from its record.
+#[derive(Debug, Serialize)]
+pub(crate) struct QueueView<'a> {
+    request_id: &'a str,
+    queue: &'a str,
+    waited_from_unix_ms: u64,
+    waited_until_unix_ms: u64,
+    wait_us: u64,
+    depth_at_start: Option<u64>,
+    #[serde(skip_serializing_if = "is_false")]
+    cancelled: bool,
+}
+
+/// An [`InFlightSnapshot`] borrowed from its record.
+#[derive(Debug, Serialize)]
+pub(crate) struct InflightView<'a> {
+    gauge: &'a str,
+    at_unix_ms: u64,
+    count: u64,
+}
+
 impl RequestRecord {
-    pub(crate) fn to_event(&self, clock: &RunClock) -> RequestEvent {
+    pub(crate) fn view<'a>(&'a self, clock: &RunClock) -> RequestView<'a> {
         let request = &*self.request;
-        RequestEvent {
-            request_id: request.id().to_owned(),
-            route: request.route.clone(),
-            kind: request.kind.clone(),
+        RequestView {
+            request_id: request.id(),
+            route: &request.route,
+            kind: request.kind.as_deref(),
             started_at_unix_ms: clock.unix_ms(request.started),
             finished_at_unix_ms: clock.unix_ms(self.finished),
             latency_us: clock.micros_between(request.started, self.finished),
-            outcome: self.outcome.as_str().to_owned(),
+            outcome: self.outcome.as_str(),
         }
     }
 }
 
 impl StageRecord {
-    pub(crate) fn to_event(&self, clock: &RunClock) -> StageEvent {
-        StageEvent {
-            request_id: self.request.id().to_owned(),
-            stage: self.stage.clone(),
+    pub(crate) fn view<'a>(&'a self, clock: &RunClock) -> StageView<'a> {
+        StageView {
+            request_id: self.request.id(),
+            stage: &self.stage,
             started_at_unix_ms: clock.unix_ms(self.started),
             finished_at_unix_ms: clock.unix_ms(self.finished),
             latency_us: clock.micros_between(self.started, self.finished),
@@ -82,10 +138,10 @@ impl StageRecord {
 }
 
 impl QueueRecord {
-    pub(crate) fn to_event(&self, clock: &RunClock) -> QueueEvent {
-        QueueEvent {
-            request_id: self.request.id().to_owned(),
-            queue: self.queue.clone(),
+    pub(crate) fn view<'a>(&'a self, clock: &RunClock) -> QueueView<'a> {
+        QueueView {
+            request_id: self.request.id(),
+            queue: &self.queue,
             waited_from_unix_ms: clock.unix_ms(self.started),
             waited_until_unix_ms: clock.unix_ms(self.finished),
             wait_us: clock.micros_between(self.started, self.finished),
@@ -96,10 +152,62 @@ impl QueueRecord {
 }
 
 impl InflightRecord {
-    pub(crate) fn to_event(&self, clock: &RunClock) -> InFlightSnapshot {
-        InFlightSnapshot {
-            gauge: self.gauge.cell.name.to_string(),
+    pub(crate) fn view(&self, clock: &RunClock) -> InflightView<'_> {
+        InflightView {
+            gauge: &self.gauge.cell.name,
             at_unix_ms: clock.unix_ms(self.at),
+            count: self.count,
+        }
+    }
+}
+
+impl RequestView<'_> {
+    pub(crate) fn to_event(&self) -> RequestEvent {
+        RequestEvent {
+            request_id: self.request_id.to_owned(),
+            route: self.route.to_owned(),
+            kind: self.kind.map(str::to_owned),
+            started_at_unix_ms: self.started_at_unix_ms,
+            finished_at_unix_ms: self.finished_at_unix_ms,
+            latency_us: self.latency_us,
+            outcome: self.outcome.to_owned(),
+        }
+    }
+}
+
+impl StageView<'_> {
+    pub(crate) fn to_event(&self) -> StageEvent {
+        StageEvent {
+            request_id: self.request_id.to_owned(),
+            stage: self.stage.to_owned(),
+            started_at_unix_ms: self.started_at_unix_ms,
+            finished_at_unix_ms: self.finished_at_unix_ms,
+            latency_us: self.latency_us,
+            success: self.success,
+            cancelled: self.cancelled,
+        }
+    }
+}
+
+impl QueueView<'_> {
+    pub(crate) fn to_event(&self) -> QueueEvent {
+        QueueEvent {
+            request_id: self.request_id.to_owned(),
+            queue: self.queue.to_owned(),
+            waited_from_unix_ms: self.waited_from_unix_ms,
+            waited_until_unix_ms: self.waited_until_unix_ms,
+            wait_us: self.wait_us,
+            depth_at_start: self.depth_at_start,
+            cancelled: self.cancelled,
+        }
+    }
+}
+
+impl InflightView<'_> {
+    pub(crate) fn to_event(&self) -> InFlightSnapshot {
+        InFlightSnapshot {
+            gauge: self.gauge.to_owned(),
+            at_unix_ms: self.at_unix_ms,
             count: self.count,
         }
     }

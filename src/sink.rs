@@ -163,15 +163,72 @@ impl LocalJsonSink {
         }
     }
 
-    fn serialize(&self, file: &File, temp_path: &Path, run: &Run) -> Result<(), SinkError> {
+    /// Serializes `value` as this sink's JSON (compact or pretty) into `writer`.
+    fn encode(&self, writer: impl Write, value: &impl serde::Serialize) -> serde_json::Result<()> {
+        if self.pretty {
+            serde_json::to_writer_pretty(writer, value)
+        } else {
+            serde_json::to_writer(writer, value)
+        }
+    }
+
+    /// `value` as this sink's JSON, in memory.
+    pub(crate) fn encode_to_vec(
+        &self,
+        value: &impl serde::Serialize,
+    ) -> Result<Vec<u8>, SinkError> {
+        let mut json = Vec::new();
+        self.encode(&mut json, value)
+            .map_err(SinkError::Serialize)?;
+        Ok(json)
+    }
+
+    /// Atomically replaces the destination with already-encoded JSON.
+    pub(crate) fn write_encoded(&self, json: &[u8]) -> Result<(), SinkError> {
+        self.replace_with(|writer| writer.write_all(json).map_err(serde_json::Error::io))
+    }
+
+    /// Fills a temporary file with `fill`, syncs it, and renames it over the destination.
+    fn replace_with(
+        &self,
+        fill: impl FnOnce(&mut BufWriter<&File>) -> serde_json::Result<()>,
+    ) -> Result<(), SinkError> {
+        let folder = self.folder();
+        let file_name = self.path.file_name().map_or_else(
+            || "tailtriage-run.json".into(),
+            |name| name.to_string_lossy(),
+        );
+
+        // The temporary file deletes itself when dropped, on every early return below.
+        let prefix = format!(".{file_name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // A temporary file is private (0600) by default; the artifact gets the permissions a
+        // plainly created file would (0666 less the umask), as the published sink's does.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder.tempfile_in(folder).map_err(|error| {
+            SinkError::Io(self.path_error("create a temporary file in", folder, error))
+        })?;
+        self.fill(temp.as_file(), temp.path(), fill)?;
+
+        temp.persist(&self.path).map_err(|error| {
+            // Dropping `error.file` removes the temporary file.
+            SinkError::Io(self.path_error("replace", &self.path, error.error))
+        })?;
+        Ok(())
+    }
+
+    /// Writes the JSON `encode` produces into the temporary `file`, then syncs it.
+    fn fill(
+        &self,
+        file: &File,
+        temp_path: &Path,
+        encode: impl FnOnce(&mut BufWriter<&File>) -> serde_json::Result<()>,
+    ) -> Result<(), SinkError> {
         let failed = |action, error| SinkError::Io(self.path_error(action, temp_path, error));
         let mut writer = BufWriter::with_capacity(1 << 16, file);
-        let written = if self.pretty {
-            serde_json::to_writer_pretty(&mut writer, run)
-        } else {
-            serde_json::to_writer(&mut writer, run)
-        };
-        written.map_err(|error| {
+        encode(&mut writer).map_err(|error| {
             if error.is_io() {
                 failed("write the temporary file", io::Error::from(error))
             } else {
@@ -204,30 +261,27 @@ impl LocalJsonSink {
 
 impl RunSink for LocalJsonSink {
     fn write(&self, run: &Run) -> Result<(), SinkError> {
-        let folder = self.folder();
-        let file_name = self.path.file_name().map_or_else(
-            || "tailtriage-run.json".into(),
-            |name| name.to_string_lossy(),
-        );
+        self.replace_with(|writer| self.encode(writer, run))
+    }
+}
 
-        // The temporary file deletes itself when dropped, on every early return below.
-        let prefix = format!(".{file_name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".tmp");
-        // A temporary file is private (0600) by default; the artifact gets the permissions a
-        // plainly created file would (0666 less the umask), as the published sink's does.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let temp = builder.tempfile_in(folder).map_err(|error| {
-            SinkError::Io(self.path_error("create a temporary file in", folder, error))
-        })?;
-        self.serialize(temp.as_file(), temp.path(), run)?;
+/// The sink a run was built with.
+///
+/// A [`LocalJsonSink`] is kept by value so that shutdown can write JSON straight from the
+/// sections' records instead of first copying every event into a [`Run`]; any other sink
+/// receives the `Run`.
+#[derive(Clone)]
+pub(crate) enum Destination {
+    Json(LocalJsonSink),
+    Custom(Arc<dyn RunSink + Send + Sync>),
+}
 
-        temp.persist(&self.path).map_err(|error| {
-            // Dropping `error.file` removes the temporary file.
-            SinkError::Io(self.path_error("replace", &self.path, error.error))
-        })?;
-        Ok(())
+impl Destination {
+    pub(crate) fn of<S: RunSink + Send + Sync + 'static>(sink: S) -> Self {
+        match (&sink as &dyn std::any::Any).downcast_ref::<LocalJsonSink>() {
+            Some(json) => Self::Json(json.clone()),
+            None => Self::Custom(Arc::new(sink)),
+        }
     }
 }
 

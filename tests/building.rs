@@ -4,6 +4,8 @@ use tailtriage_core::{
     BuildError, CaptureLimits, CaptureLimitsOverride, CaptureMode, MemorySink, Tailtriage,
 };
 
+mod support;
+
 fn memory_run(builder: tailtriage_core::TailtriageBuilder) -> Tailtriage {
     builder
         .sink(MemorySink::new())
@@ -146,15 +148,9 @@ fn a_given_run_id_is_kept() {
 #[test]
 fn every_limit_value_is_legal_from_zero_to_the_maximum() {
     for limit in [0, 1, 2, 1_000, usize::MAX / 2, usize::MAX] {
-        let tailtriage = memory_run(Tailtriage::builder("checkout").capture_limits(
-            CaptureLimits {
-                max_requests: limit,
-                max_stages: limit,
-                max_queues: limit,
-                max_inflight_snapshots: limit,
-                max_runtime_snapshots: limit,
-            },
-        ));
+        let tailtriage = memory_run(
+            Tailtriage::builder("checkout").capture_limits(support::uniform_limits(limit)),
+        );
         let started = tailtriage.begin_request("/x");
         drop(started.handle.inflight("g"));
         started.completion.finish_ok();

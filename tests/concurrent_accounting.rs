@@ -17,13 +17,7 @@ const ROUNDS: usize = 12;
 fn round(limit: usize) {
     let tailtriage = Tailtriage::builder("stress")
         .sink(DiscardSink)
-        .capture_limits(CaptureLimits {
-            max_requests: limit,
-            max_stages: limit,
-            max_queues: limit,
-            max_inflight_snapshots: limit,
-            max_runtime_snapshots: limit,
-        })
+        .capture_limits(support::uniform_limits(limit))
         .build()
         .expect("build succeeds");
     let listener_calls = Arc::new(AtomicUsize::new(0));

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
-use tailtriage_core::{CaptureLimits, DiscardSink, Tailtriage};
+use tailtriage_core::{DiscardSink, Tailtriage};
+
+mod support;
 
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -21,16 +23,6 @@ fn live() -> isize {
     let stats = ALLOCATOR.stats();
     let allocated = stats.bytes_allocated.cast_signed() + stats.bytes_reallocated;
     allocated - stats.bytes_deallocated.cast_signed()
-}
-
-fn uniform(limit: usize) -> CaptureLimits {
-    CaptureLimits {
-        max_requests: limit,
-        max_stages: limit,
-        max_queues: limit,
-        max_inflight_snapshots: limit,
-        max_runtime_snapshots: limit,
-    }
 }
 
 /// Bytes live after building a run with `builder`, the run still alive.
@@ -70,9 +62,12 @@ fn building_allocates_little_whatever_the_limits() {
 
     let light = least_added_by_build(|| Tailtriage::builder("svc").light());
     let investigation = least_added_by_build(|| Tailtriage::builder("svc").investigation());
-    let huge =
-        least_added_by_build(|| Tailtriage::builder("svc").capture_limits(uniform(usize::MAX)));
-    let zero = least_added_by_build(|| Tailtriage::builder("svc").capture_limits(uniform(0)));
+    let huge = least_added_by_build(|| {
+        Tailtriage::builder("svc").capture_limits(support::uniform_limits(usize::MAX))
+    });
+    let zero = least_added_by_build(|| {
+        Tailtriage::builder("svc").capture_limits(support::uniform_limits(0))
+    });
     for (name, bytes) in [
         ("light", light),
         ("investigation", investigation),
@@ -103,7 +98,7 @@ fn memory_grows_with_retained_events_and_stops_at_the_limit() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tailtriage = Tailtriage::builder("svc")
         .sink(DiscardSink)
-        .capture_limits(uniform(2_000))
+        .capture_limits(support::uniform_limits(2_000))
         .build()
         .expect("build succeeds");
     let record = |count: usize| {

@@ -5,18 +5,12 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tailtriage_core::{CaptureLimits, CaptureLimitsOverride, MemorySink, Tailtriage};
+use tailtriage_core::{CaptureLimitsOverride, MemorySink, Tailtriage};
 
 fn limited(limit: usize) -> Tailtriage {
     Tailtriage::builder("checkout")
         .sink(MemorySink::new())
-        .capture_limits(CaptureLimits {
-            max_requests: limit,
-            max_stages: limit,
-            max_queues: limit,
-            max_inflight_snapshots: limit,
-            max_runtime_snapshots: limit,
-        })
+        .capture_limits(support::uniform_limits(limit))
         .build()
         .expect("build succeeds")
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests; each test binary uses a subset.
 #![allow(dead_code)]
 
-use tailtriage_core::RuntimeSnapshot;
+use tailtriage_core::{CaptureLimits, RuntimeSnapshot};
 
 /// Rounds of a stress test: `base` multiplied by `TAILTRIAGE_STRESS_SCALE` (default 1).
 pub fn rounds(base: usize) -> usize {
@@ -21,5 +21,16 @@ pub fn runtime_snapshot(at_unix_ms: u64) -> RuntimeSnapshot {
         local_queue_depth: None,
         blocking_queue_depth: None,
         remote_schedule_count: None,
+    }
+}
+
+/// The same `limit` for every section.
+pub fn uniform_limits(limit: usize) -> CaptureLimits {
+    CaptureLimits {
+        max_requests: limit,
+        max_stages: limit,
+        max_queues: limit,
+        max_inflight_snapshots: limit,
+        max_runtime_snapshots: limit,
     }
 }
