@@ -67,6 +67,7 @@ mod builder;
 mod clock;
 mod config;
 mod gauge;
+mod json;
 mod limits_hit;
 mod pending;
 mod recorder;

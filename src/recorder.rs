@@ -14,7 +14,7 @@ use crate::limits_hit::LimitsHit;
 use crate::pending::PendingRequests;
 use crate::records::{InflightRecord, QueueRecord, RequestRecord, StageRecord};
 use crate::request::{OwnedStartedRequest, RequestState, StartedRequest};
-use crate::run_view::RunView;
+use crate::run_view::DrainedRun;
 use crate::section::{Offer, Section};
 use crate::sink::Destination;
 use crate::sync::{lock, Arc, Mutex};
@@ -417,10 +417,11 @@ impl Tailtriage {
     /// every event. While the run is active, `finalized_at_unix_ms` is `None`.
     #[must_use]
     pub fn snapshot(&self) -> Run {
-        let state = lock(&self.lifecycle);
-        // A closure, not `RunView::to_run`: the path would pin the view's lifetime.
-        #[allow(clippy::redundant_closure_for_method_calls)]
-        self.drain(&state.metadata, u64::MAX, |view| view.to_run())
+        let drained = {
+            let state = lock(&self.lifecycle);
+            self.drain(&state.metadata, u64::MAX)
+        };
+        drained.to_run(&self.clock)
     }
 
     /// Finalizes the run and writes it to the configured sink.
@@ -435,11 +436,12 @@ impl Tailtriage {
     /// is written); otherwise whatever the sink returns.
     pub fn shutdown(&self) -> Result<(), SinkError> {
         match &self.sink {
-            // Encoded straight from the records while the sections are drained; the file is
-            // written after their locks are released.
+            // Encoded straight from the records into the file, with no lock held.
             Destination::Json(json) => {
-                let encoded = self.finalize(|view| json.encode_to_vec(view))??;
-                json.write_encoded(&encoded)
+                let drained = self.finalize()?;
+                json.write_with(|writer| {
+                    drained.read(&self.clock, |view| json.encode_view(writer, view))
+                })
             }
             Destination::Custom(sink) => self.shutdown_to(&**sink),
         }
@@ -467,15 +469,13 @@ impl Tailtriage {
     ///
     /// As for [`shutdown`](Tailtriage::shutdown).
     pub fn shutdown_to(&self, sink: &dyn RunSink) -> Result<(), SinkError> {
-        // A closure, not `RunView::to_run`: the path would pin the view's lifetime.
-        #[allow(clippy::redundant_closure_for_method_calls)]
-        let run = self.finalize(|view| view.to_run())?;
+        let run = self.finalize()?.to_run(&self.clock);
         sink.write(&run)
     }
 
-    /// Stamps the end of the run, counts what is unfinished, and lets `write` see the final
-    /// run; with strict lifecycle and requests pending, stops before draining.
-    fn finalize<R>(&self, write: impl FnOnce(&RunView<'_>) -> R) -> Result<R, SinkError> {
+    /// Stamps the end of the run, counts what is unfinished, and drains the final run; with
+    /// strict lifecycle and requests pending, stops before draining.
+    fn finalize(&self) -> Result<DrainedRun, SinkError> {
         let mut state = lock(&self.lifecycle);
         state.shutdowns += 1;
         let epoch = state.shutdowns;
@@ -504,42 +504,23 @@ impl Tailtriage {
                 });
             }
         }
-        Ok(self.drain(&state.metadata, epoch, write))
+        Ok(self.drain(&state.metadata, epoch))
     }
 
-    /// Drains every section and lets `read` see the run; request events counted unfinished
-    /// by shutdown `epoch` or later are left out (they stay retained for the next shutdown).
-    ///
-    /// The five storage locks are held together while `read` runs. Only a drain takes more
-    /// than one, always in this order and under the lifecycle lock, so drains cannot deadlock
-    /// with each other or with writers, which take one at a time.
-    fn drain<R>(
-        &self,
-        metadata: &RunMetadata,
-        epoch: u64,
-        read: impl FnOnce(&RunView<'_>) -> R,
-    ) -> R {
-        self.requests.drain_and_read(|requests| {
-            self.stages.drain_and_read(|stages| {
-                self.queues.drain_and_read(|queues| {
-                    self.inflight.drain_and_read(|inflight| {
-                        self.runtime_snapshots.drain_and_read(|runtime_snapshots| {
-                            read(&RunView {
-                                metadata,
-                                clock: &self.clock,
-                                epoch,
-                                requests,
-                                stages,
-                                queues,
-                                inflight,
-                                runtime_snapshots,
-                                truncation: self.truncation(),
-                            })
-                        })
-                    })
-                })
-            })
-        })
+    /// Drains every section; request events counted unfinished by shutdown `epoch` or later
+    /// will be left out (they stay retained for the next shutdown). Called under the lifecycle
+    /// lock, so that the metadata and the events are of one moment.
+    fn drain(&self, metadata: &RunMetadata, epoch: u64) -> DrainedRun {
+        DrainedRun {
+            metadata: metadata.clone(),
+            epoch,
+            requests: self.requests.drain(),
+            stages: self.stages.drain(),
+            queues: self.queues.drain(),
+            inflight: self.inflight.drain(),
+            runtime_snapshots: self.runtime_snapshots.drain(),
+            truncation: self.truncation(),
+        }
     }
 
     /// The truncation counters as of now.

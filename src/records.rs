@@ -10,7 +10,8 @@
 //! serializes to exactly the bytes its owned event would (the JSON sink writes views straight
 //! from the locked sections, allocating nothing per event), and turns into the owned event for
 //! [`Run`](crate::Run) (snapshots, custom sinks). Each mapping from record to artifact field is
-//! therefore written once, in `view`.
+//! therefore written once, in `view`. (Compact JSON is written from the same views by
+//! `json`, without serde's per-key work.)
 
 use serde::Serialize;
 
@@ -63,49 +64,49 @@ pub(crate) struct InflightRecord {
 }
 
 /// A [`RequestEvent`] borrowed from its record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct RequestView<'a> {
-    request_id: &'a str,
-    route: &'a str,
-    kind: Option<&'a str>,
-    started_at_unix_ms: u64,
-    finished_at_unix_ms: u64,
-    latency_us: u64,
-    outcome: &'a str,
+    pub(crate) request_id: &'a str,
+    pub(crate) route: &'a str,
+    pub(crate) kind: Option<&'a str>,
+    pub(crate) started_at_unix_ms: u64,
+    pub(crate) finished_at_unix_ms: u64,
+    pub(crate) latency_us: u64,
+    pub(crate) outcome: &'a str,
 }
 
 /// A [`StageEvent`] borrowed from its record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct StageView<'a> {
-    request_id: &'a str,
-    stage: &'a str,
-    started_at_unix_ms: u64,
-    finished_at_unix_ms: u64,
-    latency_us: u64,
-    success: bool,
+    pub(crate) request_id: &'a str,
+    pub(crate) stage: &'a str,
+    pub(crate) started_at_unix_ms: u64,
+    pub(crate) finished_at_unix_ms: u64,
+    pub(crate) latency_us: u64,
+    pub(crate) success: bool,
     #[serde(skip_serializing_if = "is_false")]
-    cancelled: bool,
+    pub(crate) cancelled: bool,
 }
 
 /// A [`QueueEvent`] borrowed from its record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct QueueView<'a> {
-    request_id: &'a str,
-    queue: &'a str,
-    waited_from_unix_ms: u64,
-    waited_until_unix_ms: u64,
-    wait_us: u64,
-    depth_at_start: Option<u64>,
+    pub(crate) request_id: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) waited_from_unix_ms: u64,
+    pub(crate) waited_until_unix_ms: u64,
+    pub(crate) wait_us: u64,
+    pub(crate) depth_at_start: Option<u64>,
     #[serde(skip_serializing_if = "is_false")]
-    cancelled: bool,
+    pub(crate) cancelled: bool,
 }
 
 /// An [`InFlightSnapshot`] borrowed from its record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct InflightView<'a> {
-    gauge: &'a str,
-    at_unix_ms: u64,
-    count: u64,
+    pub(crate) gauge: &'a str,
+    pub(crate) at_unix_ms: u64,
+    pub(crate) count: u64,
 }
 
 impl RequestRecord {
@@ -162,7 +163,7 @@ impl InflightRecord {
 }
 
 impl RequestView<'_> {
-    pub(crate) fn to_event(&self) -> RequestEvent {
+    pub(crate) fn to_event(self) -> RequestEvent {
         RequestEvent {
             request_id: self.request_id.to_owned(),
             route: self.route.to_owned(),
@@ -176,7 +177,7 @@ impl RequestView<'_> {
 }
 
 impl StageView<'_> {
-    pub(crate) fn to_event(&self) -> StageEvent {
+    pub(crate) fn to_event(self) -> StageEvent {
         StageEvent {
             request_id: self.request_id.to_owned(),
             stage: self.stage.to_owned(),
@@ -190,7 +191,7 @@ impl StageView<'_> {
 }
 
 impl QueueView<'_> {
-    pub(crate) fn to_event(&self) -> QueueEvent {
+    pub(crate) fn to_event(self) -> QueueEvent {
         QueueEvent {
             request_id: self.request_id.to_owned(),
             queue: self.queue.to_owned(),
@@ -204,7 +205,7 @@ impl QueueView<'_> {
 }
 
 impl InflightView<'_> {
-    pub(crate) fn to_event(&self) -> InFlightSnapshot {
+    pub(crate) fn to_event(self) -> InFlightSnapshot {
         InFlightSnapshot {
             gauge: self.gauge.to_owned(),
             at_unix_ms: self.at_unix_ms,

@@ -165,13 +165,20 @@ impl fmt::Debug for RequestState {
 
 /// `route` with every character that is not an ASCII letter or digit replaced by `_`, then
 /// `-` and the request's process-unique number.
+///
+/// Built once per request with a generated id, when a drain first needs it; sized up front
+/// because a large run formats one per retained request.
 fn generated_request_id(route: &str, number: u64) -> String {
-    let mut id: String = route
-        .chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
-        .collect();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(number);
+    let mut id = String::with_capacity(route.len() + 1 + digits.len());
+    id.extend(
+        route
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' }),
+    );
     id.push('-');
-    id.push_str(&number.to_string());
+    id.push_str(digits);
     id
 }
 

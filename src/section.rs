@@ -28,8 +28,11 @@
 //!    happens once per ring's worth of events, never per event; batches are small heap blocks,
 //!    so spilling never copies earlier events the way a growing `Vec` would.
 //! 4. **Drain.** `snapshot()` and `shutdown()` take the storage lock, move every ring's events
-//!    into one more batch, and sort references to all stored events by order key. Storage is
-//!    never consumed: later drains see everything earlier ones did.
+//!    into one more batch, and take shared handles to every batch, then release the lock.
+//!    Filed batches are immutable, so the drain orders references to their events by order key
+//!    and reads them with no lock held: writers spilling meanwhile are never kept waiting by a
+//!    slow reader (a large artifact being written, say). Storage is never consumed: later
+//!    drains see everything earlier ones did.
 //!
 //! # Order
 //!
@@ -127,8 +130,30 @@ struct LeaseCounts {
 /// Events moved out of the rings, in the batches that moved them (spills and drains).
 #[derive(Debug)]
 struct Storage<E> {
-    /// Every batch so far; a drain orders references to their events, never the events.
-    batches: Vec<Vec<Sequenced<E>>>,
+    /// Every batch so far. A batch is never changed once filed, so drains share it.
+    batches: Vec<Batch<E>>,
+}
+
+/// Events filed together by one spill or drain; immutable once filed.
+type Batch<E> = std::sync::Arc<Vec<Sequenced<E>>>;
+
+/// What a drain saw: every batch filed up to it. Holds no lock.
+#[derive(Debug)]
+pub(crate) struct Drained<E> {
+    batches: Vec<Batch<E>>,
+}
+
+impl<E> Drained<E> {
+    /// References to the drained events, in order-key order.
+    pub(crate) fn ordered(&self) -> Vec<&Sequenced<E>> {
+        // Order references, not the events themselves: events stay where their batch put
+        // them, and sorting moves 8 bytes per event. Each batch is already nearly sorted, and a
+        // stable sort merges such runs in close to linear time.
+        let mut ordered: Vec<&Sequenced<E>> =
+            self.batches.iter().flat_map(|batch| batch.iter()).collect();
+        ordered.sort_by_key(|sequenced| sequenced.key);
+        ordered
+    }
 }
 
 impl<E> Section<E> {
@@ -188,7 +213,7 @@ impl<E> Section<E> {
             let mut storage = lock(&self.storage);
             pop_into(ring, &mut batch);
             batch.push(sequenced);
-            storage.batches.push(batch);
+            storage.batches.push(std::sync::Arc::new(batch));
         }
         Offer::Kept
     }
@@ -307,26 +332,22 @@ impl<E> Section<E> {
             .fold(0, u64::saturating_add)
     }
 
-    /// Drains every ring into storage, orders storage by ticket, and lets `read` see all the
-    /// retained events. Nothing is consumed.
-    pub(crate) fn drain_and_read<R>(&self, read: impl FnOnce(&[&Sequenced<E>]) -> R) -> R {
+    /// Drains every ring into storage and returns every batch stored so far. Nothing is
+    /// consumed; the storage lock is held only while rings are emptied and handles taken.
+    pub(crate) fn drain(&self) -> Drained<E> {
         let mut storage = lock(&self.storage);
         for shard in &*self.shards {
             if let Some(ring) = shard.ring.get() {
                 let mut batch = Vec::new();
                 pop_into(ring, &mut batch);
                 if !batch.is_empty() {
-                    storage.batches.push(batch);
+                    storage.batches.push(std::sync::Arc::new(batch));
                 }
             }
         }
-
-        // Order references, not the events themselves: events stay where their batch put
-        // them, and sorting moves 8 bytes per event. Each batch is already nearly sorted, and a
-        // stable sort merges such runs in close to linear time.
-        let mut ordered: Vec<&Sequenced<E>> = storage.batches.iter().flatten().collect();
-        ordered.sort_by_key(|sequenced| sequenced.key);
-        read(&ordered)
+        Drained {
+            batches: storage.batches.clone(),
+        }
     }
 }
 
@@ -365,7 +386,12 @@ mod tests {
     use super::*;
 
     fn retained<E: Clone>(section: &Section<E>) -> Vec<E> {
-        section.drain_and_read(|events| events.iter().map(|e| e.event.clone()).collect())
+        section
+            .drain()
+            .ordered()
+            .iter()
+            .map(|e| e.event.clone())
+            .collect()
     }
 
     #[test]

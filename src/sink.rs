@@ -12,6 +12,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::run_view::RunView;
 use crate::Run;
 
 /// Receives the run at shutdown.
@@ -163,33 +164,31 @@ impl LocalJsonSink {
         }
     }
 
-    /// Serializes `value` as this sink's JSON (compact or pretty) into `writer`.
-    fn encode(&self, writer: impl Write, value: &impl serde::Serialize) -> serde_json::Result<()> {
+    /// Serializes `run` as this sink's JSON (compact or pretty) into `writer`.
+    fn encode(&self, writer: impl Write, run: &Run) -> serde_json::Result<()> {
         if self.pretty {
-            serde_json::to_writer_pretty(writer, value)
+            serde_json::to_writer_pretty(writer, run)
         } else {
-            serde_json::to_writer(writer, value)
+            serde_json::to_writer(writer, run)
         }
     }
 
-    /// `value` as this sink's JSON, in memory.
-    pub(crate) fn encode_to_vec(
+    /// Serializes the run `view` describes as this sink's JSON into `writer`; the same bytes
+    /// [`encode`](Self::encode) writes for that run.
+    pub(crate) fn encode_view(
         &self,
-        value: &impl serde::Serialize,
-    ) -> Result<Vec<u8>, SinkError> {
-        let mut json = Vec::new();
-        self.encode(&mut json, value)
-            .map_err(SinkError::Serialize)?;
-        Ok(json)
-    }
-
-    /// Atomically replaces the destination with already-encoded JSON.
-    pub(crate) fn write_encoded(&self, json: &[u8]) -> Result<(), SinkError> {
-        self.replace_with(|writer| writer.write_all(json).map_err(serde_json::Error::io))
+        writer: impl Write,
+        view: &RunView<'_>,
+    ) -> serde_json::Result<()> {
+        if self.pretty {
+            serde_json::to_writer_pretty(writer, view)
+        } else {
+            crate::json::write_compact(writer, view).map_err(serde_json::Error::io)
+        }
     }
 
     /// Fills a temporary file with `fill`, syncs it, and renames it over the destination.
-    fn replace_with(
+    pub(crate) fn write_with(
         &self,
         fill: impl FnOnce(&mut BufWriter<&File>) -> serde_json::Result<()>,
     ) -> Result<(), SinkError> {
@@ -261,7 +260,7 @@ impl LocalJsonSink {
 
 impl RunSink for LocalJsonSink {
     fn write(&self, run: &Run) -> Result<(), SinkError> {
-        self.replace_with(|writer| self.encode(writer, run))
+        self.write_with(|writer| self.encode(writer, run))
     }
 }
 
