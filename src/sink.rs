@@ -2,9 +2,11 @@
 //!
 //! [`LocalJsonSink`] writes the artifact atomically: the JSON goes to a new temporary file in
 //! the destination's own folder (so the final rename never crosses file systems), is flushed
-//! and synced, then renamed over the destination. A reader therefore sees either the previous
-//! artifact or the complete new one, never a partial file. On any failure the temporary file is
-//! removed and an existing destination is left as it was.
+//! and synced, then renamed over the destination; the folder is synced last, so that the
+//! rename survives a crash. A reader therefore sees either the previous artifact or the
+//! complete new one, never a partial file. On a failure before the rename the temporary file
+//! is removed and an existing destination is left as it was; if only the folder sync fails,
+//! the new artifact is in place and the error says the folder could not be synced.
 
 use std::fmt;
 use std::fs::File;
@@ -215,6 +217,18 @@ impl LocalJsonSink {
             // Dropping `error.file` removes the temporary file.
             SinkError::Io(self.path_error("replace", &self.path, error.error))
         })?;
+        self.sync_folder(folder)
+    }
+
+    /// Makes the rename durable: on Unix a renamed entry survives a crash only once its folder
+    /// is synced. (Windows offers no folder handle to sync; the rename itself is atomic.)
+    fn sync_folder(&self, folder: &Path) -> Result<(), SinkError> {
+        #[cfg(unix)]
+        File::open(folder)
+            .and_then(|folder| folder.sync_all())
+            .map_err(|error| SinkError::Io(self.path_error("sync the folder", folder, error)))?;
+        #[cfg(not(unix))]
+        let _ = folder;
         Ok(())
     }
 
