@@ -243,7 +243,7 @@ impl<'a> InflightGuard<'a> {
     pub(crate) fn new(recorder: &'a Tailtriage, name: String) -> Self {
         let gauges = recorder.gauges();
         let gauge = if let Some((gauge, count)) = gauges.increment(name) {
-            recorder.record_inflight(std::sync::Arc::clone(&gauge), count);
+            recorder.record_inflight(|| std::sync::Arc::clone(&gauge), count);
             Some(gauge)
         } else {
             recorder.count_dropped_inflight();
@@ -261,7 +261,7 @@ impl Drop for InflightGuard<'_> {
         };
         let count = gauge.cell.decrement();
         // The guard's handle moves into the snapshot: no reference count is touched.
-        self.recorder.record_inflight(gauge, count);
+        self.recorder.record_inflight(move || gauge, count);
     }
 }
 

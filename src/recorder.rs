@@ -294,14 +294,14 @@ impl Tailtriage {
 
     pub(crate) fn record_queue(
         &self,
-        request: Arc<RequestState>,
+        request: &Arc<RequestState>,
         queue: String,
         started: Option<Tick>,
         depth_at_start: Option<u64>,
         cancelled: bool,
     ) {
         self.record(&self.queues, |finished| QueueRecord {
-            request,
+            request: Arc::clone(request),
             queue,
             started: started.unwrap_or(finished),
             finished,
@@ -312,14 +312,14 @@ impl Tailtriage {
 
     pub(crate) fn record_stage(
         &self,
-        request: Arc<RequestState>,
+        request: &Arc<RequestState>,
         stage: String,
         started: Option<Tick>,
         success: bool,
         cancelled: bool,
     ) {
         self.record(&self.stages, |finished| StageRecord {
-            request,
+            request: Arc::clone(request),
             stage,
             started: started.unwrap_or(finished),
             finished,
@@ -328,8 +328,18 @@ impl Tailtriage {
         });
     }
 
-    pub(crate) fn record_inflight(&self, gauge: std::sync::Arc<GaugeHandle>, count: u64) {
-        self.record(&self.inflight, |at| InflightRecord { gauge, at, count });
+    /// Records a gauge's count; `gauge` hands over the handle for the record, and is called
+    /// only if the record is kept.
+    pub(crate) fn record_inflight(
+        &self,
+        gauge: impl FnOnce() -> std::sync::Arc<GaugeHandle>,
+        count: u64,
+    ) {
+        self.record(&self.inflight, |at| InflightRecord {
+            gauge: gauge(),
+            at,
+            count,
+        });
     }
 
     /// Counts an in-flight snapshot of a refused gauge as dropped.

@@ -348,7 +348,7 @@ macro_rules! handle_methods {
             } else {
                 queue.into()
             };
-            QueueTimer::new(&self.recorder, Arc::clone(&self.request), queue)
+            QueueTimer::new(&self.recorder, &self.request, queue)
         }
 
         /// Times a named stage of the request; see [`StageTimer`].
@@ -360,7 +360,7 @@ macro_rules! handle_methods {
             } else {
                 stage.into()
             };
-            StageTimer::new(&self.recorder, Arc::clone(&self.request), stage)
+            StageTimer::new(&self.recorder, &self.request, stage)
         }
 
         /// Counts the request in the named in-flight gauge until the guard drops.

@@ -41,7 +41,8 @@ use crate::Tailtriage;
 #[derive(Debug)]
 pub struct QueueTimer<'a> {
     recorder: &'a Tailtriage,
-    request: Arc<RequestState>,
+    /// Borrowed from the handle; the record takes its own reference only if it is kept.
+    request: &'a Arc<RequestState>,
     queue: String,
     depth_at_start: Option<u64>,
 }
@@ -69,12 +70,17 @@ pub struct QueueTimer<'a> {
 #[derive(Debug)]
 pub struct StageTimer<'a> {
     recorder: &'a Tailtriage,
-    request: Arc<RequestState>,
+    /// Borrowed from the handle; the record takes its own reference only if it is kept.
+    request: &'a Arc<RequestState>,
     stage: String,
 }
 
 impl<'a> QueueTimer<'a> {
-    pub(crate) fn new(recorder: &'a Tailtriage, request: Arc<RequestState>, queue: String) -> Self {
+    pub(crate) fn new(
+        recorder: &'a Tailtriage,
+        request: &'a Arc<RequestState>,
+        queue: String,
+    ) -> Self {
         Self {
             recorder,
             request,
@@ -108,7 +114,11 @@ impl<'a> QueueTimer<'a> {
 }
 
 impl<'a> StageTimer<'a> {
-    pub(crate) fn new(recorder: &'a Tailtriage, request: Arc<RequestState>, stage: String) -> Self {
+    pub(crate) fn new(
+        recorder: &'a Tailtriage,
+        request: &'a Arc<RequestState>,
+        stage: String,
+    ) -> Self {
         Self {
             recorder,
             request,
