@@ -5,7 +5,10 @@
 //!
 //! Every tracked request sits in a concurrent map (`DashMap`, keyed by the request's
 //! process-unique number) from `begin` until `finish`. The map is the one lock the recording
-//! path takes: a shard write lock to insert at begin and to remove at finish. The number of
+//! path takes: a shard write lock to insert at begin and to remove at finish. Its hasher
+//! ([`ByNumberBlock`]) puts requests whose numbers one thread drew into one shard, so that
+//! threads recording at once mostly lock different shards and do not pass a shard's lock and
+//! table lines back and forth on every request. The number of
 //! pending requests is bounded by the request limit (exactly with one recording thread, within
 //! one and a half times it with several, see [`PendingRequests::track`]): a request over the
 //! bound is refused at begin (counted as dropped and as refused), so leaked completions cannot
@@ -34,7 +37,9 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::request::RequestState;
+use std::hash::{BuildHasher, Hasher};
+
+use crate::request::{RequestState, REQUEST_NUMBER_BLOCK_BITS};
 use crate::sync::Arc;
 use crate::sync::{yield_now, AtomicU64, AtomicUsize, ConcurrentMap, Ordering};
 use crate::UnfinishedRequestSample;
@@ -100,11 +105,62 @@ pub(crate) struct Unfinished {
     pub(crate) sample: Vec<UnfinishedRequestSample>,
 }
 
+/// Shards of the registry map: a power of two, enough that the threads' current number
+/// blocks rarely share one.
+const MAP_SHARDS: usize = 64;
+
+/// Hashes request numbers for the registry map: well mixed, except for the bits `DashMap`
+/// picks the shard from (the `log2(MAP_SHARDS)` bits below the top seven, which the table
+/// inside a shard uses as tags), which hold the number's block. Numbers of one block were
+/// drawn by one thread, so a thread's requests share a shard and two threads' current blocks
+/// differ. (On 32-bit targets `DashMap` shards by the low bits; the map works the same, only
+/// without the affinity.)
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ByNumberBlock;
+
+impl BuildHasher for ByNumberBlock {
+    type Hasher = NumberHasher;
+
+    fn build_hasher(&self) -> NumberHasher {
+        NumberHasher(0)
+    }
+}
+
+/// The hasher [`ByNumberBlock`] builds.
+#[derive(Debug)]
+pub(crate) struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; kept total for any other input.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, number: u64) {
+        self.0 = number;
+    }
+
+    fn finish(&self) -> u64 {
+        const SHARD_BITS: u32 = MAP_SHARDS.trailing_zeros();
+        const SHARD_SHIFT: u32 = u64::BITS - 7 - SHARD_BITS;
+        const SHARD_MASK: u64 = ((1 << SHARD_BITS) - 1) << SHARD_SHIFT;
+        let number = self.0;
+        // A multiply-xorshift mix (the finalizer of SplitMix64) for the table's bits.
+        let mut mixed = (number ^ (number >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        mixed ^= mixed >> 31;
+        let block = number >> REQUEST_NUMBER_BLOCK_BITS;
+        (mixed & !SHARD_MASK) | ((block << SHARD_SHIFT) & SHARD_MASK)
+    }
+}
+
 /// The registry of pending requests.
 #[derive(Debug)]
 pub(crate) struct PendingRequests {
     /// Tracked requests by number.
-    requests: ConcurrentMap<u64, Arc<RequestState>>,
+    requests: ConcurrentMap<u64, Arc<RequestState>, ByNumberBlock>,
     /// How many requests each shard tracks, by the thread that began them; a request is
     /// uncounted on the shard that counted it, wherever it finishes.
     tracked: Box<[CachePadded<AtomicUsize>]>,
@@ -115,7 +171,7 @@ pub(crate) struct PendingRequests {
 impl PendingRequests {
     pub(crate) fn new(bound: usize, shards: usize) -> Self {
         Self {
-            requests: ConcurrentMap::new(),
+            requests: ConcurrentMap::with_hasher_and_shards(ByNumberBlock, MAP_SHARDS),
             tracked: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
@@ -184,5 +240,44 @@ impl PendingRequests {
             }
         }
         unfinished
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The shard `DashMap` picks for `number` in a map of [`MAP_SHARDS`] shards.
+    fn shard_of(number: u64) -> u64 {
+        let hash = ByNumberBlock.hash_one(number);
+        (hash << 7) >> (u64::BITS - MAP_SHARDS.trailing_zeros())
+    }
+
+    #[test]
+    fn numbers_drawn_from_one_block_share_a_shard_and_neighbouring_blocks_do_not() {
+        let block = 1_u64 << REQUEST_NUMBER_BLOCK_BITS;
+        for start in [0, 7 * block, 1_000 * block] {
+            let shard = shard_of(start);
+            assert!(
+                (start..start + block).all(|number| shard_of(number) == shard),
+                "every number of the block starting at {start} goes to shard {shard}"
+            );
+            assert_ne!(
+                shard_of(start + block),
+                shard,
+                "the next block goes to another shard"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_of_one_block_differ_in_the_bits_the_table_uses() {
+        let block = 1_u64 << REQUEST_NUMBER_BLOCK_BITS;
+        let hashes: Vec<u64> = (0..block).map(|n| ByNumberBlock.hash_one(n)).collect();
+        // Bucket index: the low bits; tag: the top seven.
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 0xFFFF).collect();
+        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(low.len() > 1_000, "low bits spread: {} distinct", low.len());
+        assert_eq!(tags.len(), 128, "every tag value occurs");
     }
 }

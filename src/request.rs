@@ -182,6 +182,10 @@ fn generated_request_id(route: &str, number: u64) -> String {
     id
 }
 
+/// Request numbers come in blocks of `1 << REQUEST_NUMBER_BLOCK_BITS`, each drawn by one
+/// thread: numbers in one block were drawn by one thread.
+pub(crate) const REQUEST_NUMBER_BLOCK_BITS: u32 = 10;
+
 /// A number no other request of this process has drawn.
 ///
 /// Threads take numbers in blocks from one global counter so that beginning a request does not
@@ -190,7 +194,7 @@ fn next_request_number() -> u64 {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 
-    const BLOCK: u64 = 1 << 10;
+    const BLOCK: u64 = 1 << REQUEST_NUMBER_BLOCK_BITS;
     // Not part of the recording protocol (any unique numbering is correct), so std even
     // under loom.
     static NEXT_BLOCK: StdAtomicU64 = StdAtomicU64::new(0);

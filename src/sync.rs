@@ -112,7 +112,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(not(loom))]
 mod real {
     use std::borrow::Borrow;
-    use std::hash::Hash;
+    use std::hash::{BuildHasher, Hash};
     use std::sync::OnceLock;
 
     use crossbeam_queue::ArrayQueue;
@@ -175,12 +175,24 @@ mod real {
     /// numbers and gauge names, for which `SipHash`'s cost is not worth paying on every event.
     /// foldhash is seeded per map, so gauge names chosen by clients cannot aim at one shard.
     #[derive(Debug)]
-    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(DashMap<K, V, foldhash::fast::RandomState>);
+    pub(crate) struct ConcurrentMap<
+        K: Eq + Hash,
+        V,
+        S: BuildHasher + Clone = foldhash::fast::RandomState,
+    >(DashMap<K, V, S>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         /// An empty map; allocates only its shard table.
         pub(crate) fn new() -> Self {
             Self(DashMap::with_hasher(foldhash::fast::RandomState::default()))
+        }
+    }
+
+    impl<K: Eq + Hash, V, S: BuildHasher + Clone> ConcurrentMap<K, V, S> {
+        /// An empty map of `shards` shards (a power of two) hashing with `hasher`, for keys
+        /// whose hasher chooses the shard on purpose.
+        pub(crate) fn with_hasher_and_shards(hasher: S, shards: usize) -> Self {
+            Self(DashMap::with_hasher_and_shard_amount(hasher, shards))
         }
 
         /// Inserts or replaces an entry.
@@ -303,11 +315,21 @@ mod model {
     /// touches loom objects, for example when cloning a loom `Arc`) happens in the same order
     /// in every execution of a model; loom requires each execution to be deterministic.
     #[derive(Debug)]
-    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(Mutex<Vec<(K, V)>>);
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V, S = ()>(
+        Mutex<Vec<(K, V)>>,
+        std::marker::PhantomData<fn() -> S>,
+    );
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(Mutex::new(Vec::new()))
+            Self(Mutex::new(Vec::new()), std::marker::PhantomData)
+        }
+    }
+
+    impl<K: Eq + Hash, V, S> ConcurrentMap<K, V, S> {
+        /// The hasher and the shards are not part of the protocol; the stand-in has one shard.
+        pub(crate) fn with_hasher_and_shards(_hasher: S, _shards: usize) -> Self {
+            Self(Mutex::new(Vec::new()), std::marker::PhantomData)
         }
 
         pub(crate) fn insert(&self, key: K, value: V) {
