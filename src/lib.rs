@@ -40,9 +40,10 @@
 //! Each section of the run (requests, stages, queues, in-flight snapshots, runtime snapshots)
 //! is a bounded store split into shards. A section starts with as many permits as its limit;
 //! shards lease them in batches and a recording thread takes one from its own shard, then
-//! pushes the event into the lock-free ring of that shard. Full rings spill into run storage in
-//! batches; `snapshot()` and `shutdown()` drain the rings into storage, order it by (instant,
-//! thread, per-thread count), and build the artifact's strings only then. Once a section is
+//! pushes the event into the lock-free ring of that shard. Full rings spill into chunks of run
+//! storage; `snapshot()` and `shutdown()` drain the rings into storage, order it by (instant,
+//! thread, per-thread count) without holding its lock, and build the artifact's strings only
+//! then (the JSON sink writes the artifact straight from the records). Once a section is
 //! full, an event costs one shared load and one add on a per-shard tally: no clock read, no
 //! allocation. In the source repository, the module docs of `src/section.rs`, `src/pending.rs`,
 //! `src/gauge.rs` and `src/limits_hit.rs` state the invariants, and `loom-tests/` holds the

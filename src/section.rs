@@ -10,8 +10,8 @@
 //!  writer ──take a credit of its own shard──▶ granted ──▶ ring of the writer's shard
 //!     │            │ none left anywhere                          │ full: spill
 //!     │            └──▶ refused: +1 on the shard's drop tally    ▼
-//!     │                                                spilled batches (Vecs)
-//!  snapshot / shutdown ──drain every ring, order references by key──▶ the run
+//!     │                                          open chunk ──sealed──▶ sealed chunks
+//!  snapshot / shutdown ──drain rings, seal, share chunks, order references by key──▶ the run
 //! ```
 //!
 //! 1. **Reserve.** The section starts with `limit` permits. A shard leases them in batches
@@ -23,16 +23,19 @@
 //!    add on the shard's tally (no clock read, no allocation).
 //! 2. **Stage.** A granted event goes into the lock-free ring (crossbeam's `ArrayQueue`) of the
 //!    writer's shard. Rings are allocated by their first writer and never grow.
-//! 3. **Spill.** When the ring is full the writer takes the storage lock, moves the ring's events
-//!    into a new batch of exactly the ring's size, adds its own event and files the batch. This
-//!    happens once per ring's worth of events, never per event; batches are small heap blocks,
-//!    so spilling never copies earlier events the way a growing `Vec` would.
+//! 3. **Spill.** When the ring is full the writer takes the storage lock and moves the ring's
+//!    events, then its own, into the *open chunk*. This happens once per ring's worth of
+//!    events, never per event. A chunk is allocated with room for many spills and never grows:
+//!    when it lacks room for one more ring it is *sealed* and the next chunk is allocated, twice
+//!    as large (up to 65 536 events, and never larger than what the limit leaves). So chunks
+//!    are allocated a logarithmic number of times, and spilling never copies earlier events
+//!    the way a growing `Vec` would.
 //! 4. **Drain.** `snapshot()` and `shutdown()` take the storage lock, move every ring's events
-//!    into one more batch, and take shared handles to every batch, then release the lock.
-//!    Filed batches are immutable, so the drain orders references to their events by order key
-//!    and reads them with no lock held: writers spilling meanwhile are never kept waiting by a
-//!    slow reader (a large artifact being written, say). Storage is never consumed: later
-//!    drains see everything earlier ones did.
+//!    into the open chunk, seal it, and take shared handles to every sealed chunk, then
+//!    release the lock. Sealed chunks are immutable, so the drain orders references to their
+//!    events by order key and reads them with no lock held: writers spilling meanwhile are
+//!    never kept waiting by a slow reader (a large artifact being written, say). Storage is
+//!    never consumed: later drains see everything earlier ones did.
 //!
 //! # Order
 //!
@@ -54,7 +57,8 @@
 //!   returned before a drain took the storage lock is in storage after that drain: it is
 //!   either in a ring (the drain pops it) or already spilled.
 //! * Memory is the rings a writer touched plus the retained events: a limit is a ceiling, never
-//!   an allocation. A ring never holds more than the limit allows.
+//!   an allocation. A ring never holds more than the limit allows, and chunks reserve room for
+//!   at most the limit plus one ring's worth of events.
 
 use crossbeam_utils::CachePadded;
 
@@ -127,30 +131,67 @@ struct LeaseCounts {
     finished: AtomicUsize,
 }
 
-/// Events moved out of the rings, in the batches that moved them (spills and drains).
+/// Events moved out of the rings: sealed chunks, shared with drains, and the open chunk that
+/// spills append to.
 #[derive(Debug)]
 struct Storage<E> {
-    /// Every batch so far. A batch is never changed once filed, so drains share it.
-    batches: Vec<Batch<E>>,
+    /// Chunks sealed so far. A sealed chunk never changes, so drains share it.
+    chunks: Vec<Chunk<E>>,
+    /// The chunk spills append to; sealed when full or when a drain needs it.
+    open: Vec<Sequenced<E>>,
+    /// The capacity of the next chunk: doubles from one ring's worth up to [`MAX_CHUNK`], so
+    /// chunks are allocated a logarithmic number of times, not once per spill.
+    next_chunk: usize,
+    /// Events in sealed chunks.
+    sealed_events: usize,
+    /// The section's limit: storage never holds more, so no chunk is made larger than what
+    /// the limit leaves.
+    limit: usize,
 }
 
-/// Events filed together by one spill or drain; immutable once filed.
-type Batch<E> = std::sync::Arc<Vec<Sequenced<E>>>;
+/// The most events one chunk holds.
+const MAX_CHUNK: usize = 1 << 16;
 
-/// What a drain saw: every batch filed up to it. Holds no lock.
+impl<E> Storage<E> {
+    /// Makes room in the open chunk for `events` more events, sealing it when it lacks room.
+    fn reserve(&mut self, events: usize) {
+        if self.open.capacity() - self.open.len() >= events {
+            return;
+        }
+        self.seal();
+        let left = self.limit.saturating_sub(self.sealed_events);
+        let capacity = self.next_chunk.min(left).max(events);
+        self.next_chunk = (self.next_chunk * 2).min(MAX_CHUNK);
+        self.open = Vec::with_capacity(capacity);
+    }
+
+    /// Files the open chunk, if it holds anything, among the sealed ones.
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            let chunk = std::mem::take(&mut self.open);
+            self.sealed_events += chunk.len();
+            self.chunks.push(std::sync::Arc::new(chunk));
+        }
+    }
+}
+
+/// A sealed chunk of events; immutable once sealed.
+type Chunk<E> = std::sync::Arc<Vec<Sequenced<E>>>;
+
+/// What a drain saw: every chunk sealed up to it. Holds no lock.
 #[derive(Debug)]
 pub(crate) struct Drained<E> {
-    batches: Vec<Batch<E>>,
+    chunks: Vec<Chunk<E>>,
 }
 
 impl<E> Drained<E> {
     /// References to the drained events, in order-key order.
     pub(crate) fn ordered(&self) -> Vec<&Sequenced<E>> {
-        // Order references, not the events themselves: events stay where their batch put
-        // them, and sorting moves 8 bytes per event. Each batch is already nearly sorted, and a
+        // Order references, not the events themselves: events stay where their chunk holds
+        // them, and sorting moves 8 bytes per event. Each spill is already sorted, and a
         // stable sort merges such runs in close to linear time.
         let mut ordered: Vec<&Sequenced<E>> =
-            self.batches.iter().flat_map(|batch| batch.iter()).collect();
+            self.chunks.iter().flat_map(|chunk| chunk.iter()).collect();
         ordered.sort_by_key(|sequenced| sequenced.key);
         ordered
     }
@@ -179,7 +220,11 @@ impl<E> Section<E> {
             exhausted: CachePadded::new(AtomicBool::new(limit == 0)),
             shards,
             storage: Mutex::new(Storage {
-                batches: Vec::new(),
+                chunks: Vec::new(),
+                open: Vec::new(),
+                next_chunk: ring_capacity + 1,
+                sealed_events: 0,
+                limit,
             }),
         }
     }
@@ -207,13 +252,12 @@ impl<E> Section<E> {
             event: make(),
         };
         if let Err(sequenced) = ring.push(sequenced) {
-            // Allocate outside the lock; pop under it, so that a drain never misses events
-            // that have left the ring but not yet reached storage.
-            let mut batch = Vec::with_capacity(ring.capacity() + 1);
+            // Pop under the lock, so that a drain never misses events that have left the ring
+            // but not yet reached storage.
             let mut storage = lock(&self.storage);
-            pop_into(ring, &mut batch);
-            batch.push(sequenced);
-            storage.batches.push(std::sync::Arc::new(batch));
+            storage.reserve(ring.capacity() + 1);
+            pop_into(ring, &mut storage.open);
+            storage.open.push(sequenced);
         }
         Offer::Kept
     }
@@ -332,21 +376,19 @@ impl<E> Section<E> {
             .fold(0, u64::saturating_add)
     }
 
-    /// Drains every ring into storage and returns every batch stored so far. Nothing is
+    /// Drains every ring into storage and returns every chunk stored so far. Nothing is
     /// consumed; the storage lock is held only while rings are emptied and handles taken.
     pub(crate) fn drain(&self) -> Drained<E> {
         let mut storage = lock(&self.storage);
         for shard in &*self.shards {
             if let Some(ring) = shard.ring.get() {
-                let mut batch = Vec::new();
-                pop_into(ring, &mut batch);
-                if !batch.is_empty() {
-                    storage.batches.push(std::sync::Arc::new(batch));
-                }
+                // The open chunk is not shared yet, so it may grow here if it must.
+                pop_into(ring, &mut storage.open);
             }
         }
+        storage.seal();
         Drained {
-            batches: storage.batches.clone(),
+            chunks: storage.chunks.clone(),
         }
     }
 }
@@ -438,5 +480,52 @@ mod tests {
         assert_eq!(first, second);
         let _ = section.offer(Tick::default(), || 99);
         assert_eq!(retained(&section), vec![0, 1, 2, 3, 99]);
+    }
+
+    #[test]
+    fn spills_fill_chunks_that_double_in_size_and_never_outgrow_the_limit() {
+        let limit = 40 * RING_CAPACITY;
+        let section = Section::new(limit, 1);
+        for i in 0..limit {
+            assert_eq!(section.offer(Tick::default(), || i), Offer::Kept);
+        }
+        let drained = section.drain();
+        let sizes: Vec<usize> = drained.chunks.iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            limit,
+            "every event is stored once"
+        );
+        assert!(
+            sizes.len() <= 8,
+            "a logarithmic number of chunks, not one per spill: {sizes:?}"
+        );
+        let reserved: usize = drained.chunks.iter().map(|chunk| chunk.capacity()).sum();
+        assert!(
+            reserved <= limit + RING_CAPACITY + 1,
+            "no chunk reserves room the limit cannot fill: {reserved} for a limit of {limit}"
+        );
+        assert_eq!(retained(&section), (0..limit).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_drain_seals_the_open_chunk_and_later_spills_start_a_new_one() {
+        let section = Section::new(usize::MAX, 1);
+        let first = RING_CAPACITY * 2 + 3;
+        for i in 0..first {
+            let _ = section.offer(Tick::default(), || i);
+        }
+        let before = section.drain();
+        let total = first + RING_CAPACITY * 2;
+        for i in first..total {
+            let _ = section.offer(Tick::default(), || i);
+        }
+        let held: Vec<usize> = before.ordered().iter().map(|e| e.event).collect();
+        assert_eq!(
+            held,
+            (0..first).collect::<Vec<_>>(),
+            "what a drain returned does not change"
+        );
+        assert_eq!(retained(&section), (0..total).collect::<Vec<_>>());
     }
 }
