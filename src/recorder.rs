@@ -2,8 +2,10 @@
 //!
 //! Recording touches only the lock-free parts: the five [`Section`]s, the pending-request map
 //! (one shard lock per begin and finish) and the gauge cells. The `lifecycle` mutex guards the
-//! run's metadata and serializes `snapshot()` and `shutdown()`; the recording path takes it
-//! only in the rare events that change metadata (a listener that panicked).
+//! run's metadata and serializes the drains of `snapshot()` and `shutdown()` (so metadata and
+//! events are of one moment); writing to the sink happens after it is released, so two
+//! concurrent shutdowns may reach the sink in either order. The recording path takes it only
+//! in the rare events that change metadata (a listener that panicked).
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -8,7 +8,7 @@
 //! A drain sees a record through its *view*: the artifact event's fields, in the artifact's
 //! order and with its serde attributes, but borrowing every string from the record. A view
 //! serializes to exactly the bytes its owned event would (the JSON sink writes views straight
-//! from the locked sections, allocating nothing per event), and turns into the owned event for
+//! from the drained records, allocating nothing per event), and turns into the owned event for
 //! [`Run`](crate::Run) (snapshots, custom sinks). Each mapping from record to artifact field is
 //! therefore written once, in `view`. (Compact JSON is written from the same views by
 //! `json`, without serde's per-key work.)

@@ -28,8 +28,9 @@
 //!    events, never per event. A chunk is allocated with room for many spills and never grows:
 //!    when it lacks room for one more ring it is *sealed* and the next chunk is allocated, twice
 //!    as large (up to 65 536 events, and never larger than what the limit leaves). So chunks
-//!    are allocated a logarithmic number of times, and spilling never copies earlier events
-//!    the way a growing `Vec` would.
+//!    are allocated a logarithmic number of times (plus one per drain), and spilling never
+//!    copies earlier events the way a growing `Vec` would. A sealed chunk gives back the room
+//!    it did not use.
 //! 4. **Drain.** `snapshot()` and `shutdown()` take the storage lock, move every ring's events
 //!    into the open chunk, seal it, and take shared handles to every sealed chunk, then
 //!    release the lock. Sealed chunks are immutable, so the drain orders references to their
@@ -165,10 +166,13 @@ impl<E> Storage<E> {
         self.open = Vec::with_capacity(capacity);
     }
 
-    /// Files the open chunk, if it holds anything, among the sealed ones.
+    /// Files the open chunk, if it holds anything, among the sealed ones, giving back the room
+    /// it did not use (a drain seals a chunk that spills filled only partly; without this,
+    /// frequent snapshots would each keep up to a whole chunk of unused room).
     fn seal(&mut self) {
         if !self.open.is_empty() {
-            let chunk = std::mem::take(&mut self.open);
+            let mut chunk = std::mem::take(&mut self.open);
+            chunk.shrink_to_fit();
             self.sealed_events += chunk.len();
             self.chunks.push(std::sync::Arc::new(chunk));
         }
@@ -188,8 +192,9 @@ impl<E> Drained<E> {
     /// References to the drained events, in order-key order.
     pub(crate) fn ordered(&self) -> Vec<&Sequenced<E>> {
         // Order references, not the events themselves: events stay where their chunk holds
-        // them, and sorting moves 8 bytes per event. Each spill is already sorted, and a
-        // stable sort merges such runs in close to linear time.
+        // them, and sorting moves 8 bytes per event. A spill holds one shard's events, which
+        // are mostly in order already (they interleave only where threads share the shard),
+        // and a stable sort merges such runs in close to linear time.
         let mut ordered: Vec<&Sequenced<E>> =
             self.chunks.iter().flat_map(|chunk| chunk.iter()).collect();
         ordered.sort_by_key(|sequenced| sequenced.key);
@@ -527,5 +532,27 @@ mod tests {
             "what a drain returned does not change"
         );
         assert_eq!(retained(&section), (0..total).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn frequent_drains_reserve_no_more_room_than_the_limit_allows() {
+        let limit = 100_000;
+        let section = Section::new(limit, 1);
+        let mut offered = 0;
+        while offered < limit {
+            for _ in 0..=RING_CAPACITY {
+                let _ = section.offer(Tick::default(), || offered);
+                offered += 1;
+            }
+            drop(section.drain());
+        }
+        let drained = section.drain();
+        let reserved: usize = drained.chunks.iter().map(|chunk| chunk.capacity()).sum();
+        let open = lock(&section.storage).open.capacity();
+        assert!(
+            reserved + open <= limit + RING_CAPACITY + 1,
+            "a drain keeps only the room its chunk used: {} reserved for a limit of {limit}",
+            reserved + open
+        );
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! [`LocalJsonSink`] writes the artifact atomically: the JSON goes to a new temporary file in
 //! the destination's own folder (so the final rename never crosses file systems), is flushed
-//! and synced, then renamed over the destination; the folder is synced last, so that the
-//! rename survives a crash. A reader therefore sees either the previous artifact or the
-//! complete new one, never a partial file. On a failure before the rename the temporary file
-//! is removed and an existing destination is left as it was; if only the folder sync fails,
-//! the new artifact is in place and the error says the folder could not be synced.
+//! and synced, then renamed over the destination; the folder is then synced, where the
+//! platform allows, so that the rename survives a crash. A reader therefore sees either the
+//! previous artifact or the complete new one, never a partial file. On any failure the
+//! temporary file is removed and an existing destination is left as it was. The folder sync
+//! comes after the destination was replaced, so it is best effort: some file systems refuse
+//! it, and a folder may be writable without being readable, and neither makes the write fail.
 
 use std::fmt;
 use std::fs::File;
@@ -217,19 +218,22 @@ impl LocalJsonSink {
             // Dropping `error.file` removes the temporary file.
             SinkError::Io(self.path_error("replace", &self.path, error.error))
         })?;
-        self.sync_folder(folder)
+        Self::sync_folder(folder);
+        Ok(())
     }
 
-    /// Makes the rename durable: on Unix a renamed entry survives a crash only once its folder
-    /// is synced. (Windows offers no folder handle to sync; the rename itself is atomic.)
-    fn sync_folder(&self, folder: &Path) -> Result<(), SinkError> {
+    /// Makes the rename durable where it can: on Unix a renamed entry survives a crash only
+    /// once its folder is synced. Best effort, because the destination is already replaced:
+    /// reporting an error now would tell the caller the artifact was not written. (Windows
+    /// offers no folder handle to sync; the rename itself is atomic there.)
+    fn sync_folder(folder: &Path) {
         #[cfg(unix)]
-        File::open(folder)
-            .and_then(|folder| folder.sync_all())
-            .map_err(|error| SinkError::Io(self.path_error("sync the folder", folder, error)))?;
+        if let Ok(folder) = File::open(folder) {
+            // Ignored on purpose: see above.
+            let _ = folder.sync_all();
+        }
         #[cfg(not(unix))]
         let _ = folder;
-        Ok(())
     }
 
     /// Writes the JSON `encode` produces into the temporary `file`, then syncs it.

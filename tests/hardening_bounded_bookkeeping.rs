@@ -16,6 +16,8 @@ use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
 use tailtriage_core::{CaptureLimitsOverride, MemorySink, Tailtriage};
 
+mod support;
+
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -34,9 +36,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Bytes live on the heap of this process.
 fn live_bytes() -> isize {
-    let stats = ALLOCATOR.stats();
-    let allocated = isize::try_from(stats.bytes_allocated).expect("fits") + stats.bytes_reallocated;
-    allocated - isize::try_from(stats.bytes_deallocated).expect("fits")
+    support::live_heap_bytes(&ALLOCATOR.stats())
 }
 
 /// The resident set size of this process, in bytes (`VmRSS` of `/proc/self/status`).

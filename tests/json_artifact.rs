@@ -9,7 +9,9 @@ use proptest::prelude::*;
 
 mod support;
 
-use tailtriage_core::{LocalJsonSink, Outcome, RequestOptions, Run, RuntimeSnapshot, Tailtriage};
+use tailtriage_core::{
+    LocalJsonSink, Outcome, RequestCompletion, RequestOptions, Run, RuntimeSnapshot, Tailtriage,
+};
 
 /// Polls `future` once; returns its output if it was ready. Dropping a pending timer future
 /// records a cancelled event.
@@ -35,8 +37,18 @@ struct Request {
     /// (name, depth at start, abandoned)
     queues: Vec<(String, Option<u64>, bool)>,
     gauge: Option<String>,
-    /// `None` leaves the request unfinished.
-    outcome: Option<Outcome>,
+    finish: Finish,
+}
+
+/// When a generated request finishes.
+#[derive(Debug, Clone)]
+enum Finish {
+    /// Before the first shutdown.
+    Now(Outcome),
+    /// After the first shutdown counted it unfinished, before the next one.
+    Late(Outcome),
+    /// Never: it stays pending.
+    Never,
 }
 
 /// Names that exercise JSON escaping: quotes, backslashes, control characters, non-ASCII.
@@ -51,15 +63,22 @@ fn name() -> impl Strategy<Value = String> {
     ]
 }
 
-fn outcome() -> impl Strategy<Value = Option<Outcome>> {
+fn outcome() -> impl Strategy<Value = Outcome> {
     prop_oneof![
-        Just(None),
-        Just(Some(Outcome::Ok)),
-        Just(Some(Outcome::Error)),
-        Just(Some(Outcome::Timeout)),
-        Just(Some(Outcome::Cancelled)),
-        Just(Some(Outcome::Rejected)),
-        name().prop_map(|label| Some(Outcome::Other(label))),
+        Just(Outcome::Ok),
+        Just(Outcome::Error),
+        Just(Outcome::Timeout),
+        Just(Outcome::Cancelled),
+        Just(Outcome::Rejected),
+        name().prop_map(Outcome::Other),
+    ]
+}
+
+fn finish() -> impl Strategy<Value = Finish> {
+    prop_oneof![
+        3 => outcome().prop_map(Finish::Now),
+        1 => outcome().prop_map(Finish::Late),
+        1 => Just(Finish::Never),
     ]
 }
 
@@ -74,19 +93,17 @@ fn request() -> impl Strategy<Value = Request> {
             0..3,
         ),
         proptest::option::of(name()),
-        outcome(),
+        finish(),
     )
-        .prop_map(
-            |(route, id, kind, stages, queues, gauge, outcome)| Request {
-                route,
-                id,
-                kind,
-                stages,
-                queues,
-                gauge,
-                outcome,
-            },
-        )
+        .prop_map(|(route, id, kind, stages, queues, gauge, finish)| Request {
+            route,
+            id,
+            kind,
+            stages,
+            queues,
+            gauge,
+            finish,
+        })
 }
 
 fn runtime_snapshot() -> impl Strategy<Value = RuntimeSnapshot> {
@@ -106,7 +123,11 @@ fn runtime_snapshot() -> impl Strategy<Value = RuntimeSnapshot> {
         )
 }
 
-fn record(tailtriage: &Tailtriage, request: &Request) {
+/// Records `request`; returns its completion when it is to finish late.
+fn record<'a>(
+    tailtriage: &'a Tailtriage,
+    request: &Request,
+) -> Option<(RequestCompletion<'a>, Outcome)> {
     let mut options = RequestOptions::new();
     if let Some(id) = &request.id {
         options = options.request_id(id.clone());
@@ -142,10 +163,12 @@ fn record(tailtriage: &Tailtriage, request: &Request) {
         }
     }
     drop(guard);
-    match &request.outcome {
-        Some(outcome) => started.completion.finish(outcome.clone()),
-        None => std::mem::forget(started.completion),
+    match &request.finish {
+        Finish::Now(outcome) => started.completion.finish(outcome.clone()),
+        Finish::Late(outcome) => return Some((started.completion, outcome.clone())),
+        Finish::Never => std::mem::forget(started.completion),
     }
+    None
 }
 
 proptest! {
@@ -154,10 +177,11 @@ proptest! {
     #[test]
     fn the_json_artifact_is_byte_for_byte_the_serialized_run(
         requests in proptest::collection::vec(request(), 0..12),
+        plain_requests in prop_oneof![Just(0_usize), 0_usize..700],
         runtime_snapshots in proptest::collection::vec(runtime_snapshot(), 0..3),
-        limit in 0_usize..8,
+        limit in prop_oneof![0_usize..8, 250_usize..600],
         pretty in any::<bool>(),
-        shutdowns in 1_usize..3,
+        shutdowns in 1_usize..4,
     ) {
         let folder = tempfile::tempdir().expect("a temporary folder");
         let path = folder.path().join("run.json");
@@ -171,14 +195,21 @@ proptest! {
             .sink(sink)
             .build()
             .expect("build succeeds");
+        // Enough plain requests, with a larger limit, to spill rings into storage chunks.
+        for _ in 0..plain_requests {
+            let started = tailtriage.begin_request("/plain");
+            drop(started.handle.inflight("plain"));
+            started.completion.finish_ok();
+        }
+        let mut late = Vec::new();
         for request in &requests {
-            record(&tailtriage, request);
+            late.extend(record(&tailtriage, request));
         }
         for snapshot in &runtime_snapshots {
             tailtriage.record_runtime_snapshot(snapshot.clone());
         }
 
-        for _ in 0..shutdowns {
+        for shutdown in 0..shutdowns {
             tailtriage.shutdown().expect("the artifact is written");
             let written = std::fs::read(&path).expect("the artifact exists");
             // Nothing records in between, so a snapshot now is the run that was written.
@@ -194,6 +225,15 @@ proptest! {
                 String::from_utf8_lossy(&expected),
                 "the artifact must be exactly the serialized run"
             );
+            if shutdown == 0 {
+                // Finished after a shutdown counted them unfinished: the next run holds them.
+                for (completion, outcome) in late.drain(..) {
+                    completion.finish(outcome);
+                }
+            }
+        }
+        for (completion, outcome) in late {
+            completion.finish(outcome);
         }
     }
 }

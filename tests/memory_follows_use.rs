@@ -20,9 +20,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Bytes currently live on the heap of this test binary.
 fn live() -> isize {
-    let stats = ALLOCATOR.stats();
-    let allocated = stats.bytes_allocated.cast_signed() + stats.bytes_reallocated;
-    allocated - stats.bytes_deallocated.cast_signed()
+    support::live_heap_bytes(&ALLOCATOR.stats())
 }
 
 /// Bytes live after building a run with `builder`, the run still alive.
@@ -124,4 +122,37 @@ fn memory_grows_with_retained_events_and_stops_at_the_limit() {
         "dropped events cost no memory: {at_limit} at the limit, {past_limit} after 10 000 more"
     );
     drop(tailtriage);
+}
+
+#[test]
+fn frequent_snapshots_do_not_multiply_what_retained_events_cost() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let limit = 20_000;
+    // Heap held by a run after recording `limit` requests, with a snapshot after every
+    // `every` requests (the snapshots themselves are dropped at once).
+    let held_after = |every: Option<usize>| {
+        let tailtriage = Tailtriage::builder("svc")
+            .sink(DiscardSink)
+            .capture_limits(support::uniform_limits(limit))
+            .build()
+            .expect("build succeeds");
+        let start = live();
+        for i in 1..=limit {
+            tailtriage.begin_request("/r").completion.finish_ok();
+            if every.is_some_and(|every| i % every == 0) {
+                drop(tailtriage.snapshot());
+            }
+        }
+        let held = live() - start;
+        drop(tailtriage);
+        held
+    };
+    let quiet = held_after(None);
+    let watched = held_after(Some(300));
+    assert!(
+        watched < quiet + quiet / 2,
+        "snapshots every 300 requests: {watched} bytes held, against {quiet} without"
+    );
 }

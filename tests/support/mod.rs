@@ -34,3 +34,13 @@ pub fn uniform_limits(limit: usize) -> CaptureLimits {
         max_runtime_snapshots: limit,
     }
 }
+
+/// Bytes live on the heap by `stats`, the counters of a `stats_alloc` global allocator.
+///
+/// `stats_alloc` adds a reallocation's growth to `bytes_allocated` and its shrinkage to
+/// `bytes_deallocated`, and records the same net change again in `bytes_reallocated`; the live
+/// heap is therefore allocated minus deallocated, without the reallocation total.
+pub fn live_heap_bytes(stats: &stats_alloc::Stats) -> isize {
+    let allocated = isize::try_from(stats.bytes_allocated).expect("fits");
+    allocated - isize::try_from(stats.bytes_deallocated).expect("fits")
+}
