@@ -280,19 +280,27 @@ mod recent {
         static RECENT: RefCell<Vec<Arc<GaugeHandle>>> = const { RefCell::new(Vec::new()) };
     }
 
+    // Every access goes through `try_with`: a guard created from another thread-local's
+    // destructor may find this cache already destroyed, and then simply does without it.
+
     /// This thread's handle on gauge `name` of run `registry`, if it has one.
     pub(super) fn find(registry: u64, name: &str) -> Option<Arc<GaugeHandle>> {
-        RECENT.with_borrow(|recent| {
-            recent
-                .iter()
-                .find(|handle| handle.registry == registry && *handle.cell.name == *name)
-                .cloned()
-        })
+        RECENT
+            .try_with(|recent| {
+                recent
+                    .borrow()
+                    .iter()
+                    .find(|handle| handle.registry == registry && *handle.cell.name == *name)
+                    .cloned()
+            })
+            .ok()
+            .flatten()
     }
 
     /// Keeps `handle`, evicting the oldest handle when the cache is full.
     pub(super) fn remember(handle: &Arc<GaugeHandle>) {
-        RECENT.with_borrow_mut(|recent| {
+        let _ = RECENT.try_with(|recent| {
+            let mut recent = recent.borrow_mut();
             if recent.len() == CAPACITY {
                 recent.remove(0);
             }
@@ -302,8 +310,10 @@ mod recent {
 
     /// Drops this thread's handle on gauge `name` of run `registry`.
     pub(super) fn forget(registry: u64, name: &str) {
-        RECENT.with_borrow_mut(|recent| {
-            recent.retain(|handle| !(handle.registry == registry && *handle.cell.name == *name));
+        let _ = RECENT.try_with(|recent| {
+            recent
+                .borrow_mut()
+                .retain(|handle| !(handle.registry == registry && *handle.cell.name == *name));
         });
     }
 }

@@ -255,7 +255,7 @@ impl Tailtriage {
     /// Finishes a tracked request (see the pending module for the shutdown protocol).
     pub(crate) fn finish_request(&self, request: &Arc<RequestState>, outcome: Outcome) {
         let unfinished_epoch = request.lifecycle.begin_finish();
-        self.record(&self.requests, |finished| RequestRecord {
+        let offer = self.offer(&self.requests, |finished| RequestRecord {
             request: Arc::clone(request),
             finished,
             outcome,
@@ -263,18 +263,27 @@ impl Tailtriage {
         });
         request.lifecycle.end_finish();
         self.pending.untrack(request);
+        // Only now, with the request finished: the listener may call back into the run (a
+        // shutdown waits for requests that are between their two finishing steps).
+        self.note(offer);
     }
 
     /// Records one event into `section`, built by `make` from the instant it is recorded at.
     /// A full section reads no clock and builds nothing: it only counts the drop.
     fn record<E>(&self, section: &Section<E>, make: impl FnOnce(Tick) -> E) {
-        let offer = if section.is_full() {
+        let offer = self.offer(section, make);
+        self.note(offer);
+    }
+
+    /// Offers one event to `section`, as [`record`](Self::record) does, but leaves reacting to
+    /// a drop to the caller.
+    fn offer<E>(&self, section: &Section<E>, make: impl FnOnce(Tick) -> E) -> Offer {
+        if section.is_full() {
             section.turn_away()
         } else {
             let at = self.clock.now();
             section.offer(at, || make(at))
-        };
-        self.note(offer);
+        }
     }
 
     /// Reads the run clock.

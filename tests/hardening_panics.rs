@@ -363,3 +363,141 @@ fn panicking_stage_futures_on_many_threads_keep_every_count_exact() {
     );
     assert!(!run.truncation.is_truncated());
 }
+
+/// Runs `body` on its own thread and returns its result, or fails the test if it has not
+/// returned within ten seconds (a deadlock would otherwise hang the suite).
+fn within_ten_seconds<T: Send + 'static>(
+    what: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} did not return within ten seconds: a deadlock"))
+}
+
+/// With a request limit of two, begins and finishes requests so that the finish of the third
+/// request is the run's first dropped event; returns that third request, still unfinished.
+fn third_request_drops(tailtriage: &Arc<Tailtriage>) -> tailtriage_core::OwnedStartedRequest {
+    let first = tailtriage.begin_request_owned("/first");
+    let second = tailtriage.begin_request_owned("/second");
+    first.completion.finish_ok();
+    let third = tailtriage.begin_request_owned("/third");
+    second.completion.finish_ok();
+    third
+}
+
+#[test]
+fn a_listener_that_shuts_the_run_down_from_a_finishing_request_does_not_hang() {
+    let (calls, written) = within_ten_seconds("finishing the request", || {
+        let sink = MemorySink::new();
+        let tailtriage = Arc::new(
+            Tailtriage::builder("checkout")
+                .sink(sink.clone())
+                .capture_limits_override(CaptureLimitsOverride {
+                    max_requests: Some(2),
+                    ..CaptureLimitsOverride::default()
+                })
+                .build()
+                .expect("a named service builds"),
+        );
+        let run = Arc::downgrade(&tailtriage);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        tailtriage.set_limits_hit_listener(Some(Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Seal the run as soon as it drops something, from inside the listener.
+            if let Some(tailtriage) = run.upgrade() {
+                tailtriage
+                    .shutdown()
+                    .expect("the listener's shutdown writes");
+            }
+        })));
+        third_request_drops(&tailtriage).completion.finish_ok();
+        (calls.load(Ordering::SeqCst), sink.last_run())
+    });
+    assert_eq!(calls, 1, "the listener runs once");
+    let run = written.expect("the listener's shutdown wrote the run");
+    assert_eq!(run.requests.len(), 2);
+    assert_eq!(run.truncation.dropped_requests, 1);
+    assert_eq!(
+        run.metadata.unfinished_requests.count, 0,
+        "the request whose finish ran the listener is finished by then"
+    );
+}
+
+#[test]
+fn a_listener_panicking_while_another_thread_shuts_down_does_not_deadlock() {
+    let warnings = within_ten_seconds("the shutdown and the finish", || {
+        let tailtriage = Arc::new(recorder(CaptureLimitsOverride {
+            max_requests: Some(2),
+            ..CaptureLimitsOverride::default()
+        }));
+        let entered = Arc::new(Barrier::new(2));
+        let inside = Arc::clone(&entered);
+        tailtriage.set_limits_hit_listener(Some(Arc::new(move || {
+            inside.wait();
+            // Let the shutdown start while this finish is still running the listener.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            panic!("listener bug");
+        })));
+        let third = third_request_drops(&tailtriage);
+        let finisher = std::thread::spawn(move || third.completion.finish_ok());
+        entered.wait();
+        tailtriage.shutdown().expect("the shutdown writes");
+        finisher
+            .join()
+            .expect("the finishing thread does not panic");
+        tailtriage.snapshot().metadata.lifecycle_warnings
+    });
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("listener bug")),
+        "the listener's panic is noted: {warnings:?}"
+    );
+}
+
+/// Records one request with an in-flight guard when the thread that owns it exits.
+struct RecordOnThreadExit(Arc<Tailtriage>);
+
+impl Drop for RecordOnThreadExit {
+    fn drop(&mut self) {
+        let started = self.0.begin_request("/thread-exit");
+        drop(started.handle.inflight("pool"));
+        started.completion.finish_ok();
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<RecordOnThreadExit>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn recording_from_a_thread_local_destructor_neither_panics_nor_aborts() {
+    let tailtriage = Arc::new(recorder(CaptureLimitsOverride::default()));
+    let on_thread = Arc::clone(&tailtriage);
+    std::thread::spawn(move || {
+        // Registered before the recorder's own thread-locals, so destroyed after them.
+        ON_EXIT.with(|slot| *slot.borrow_mut() = Some(RecordOnThreadExit(Arc::clone(&on_thread))));
+        let started = on_thread.begin_request("/work");
+        drop(started.handle.inflight("pool"));
+        started.completion.finish_ok();
+    })
+    .join()
+    .expect("the thread exits cleanly");
+    let run = tailtriage.snapshot();
+    assert_eq!(run.requests.len(), 2, "both requests are recorded");
+    assert_eq!(
+        run.inflight
+            .iter()
+            .filter(|snapshot| snapshot.gauge == "pool")
+            .count(),
+        4,
+        "both guards are recorded, up and down"
+    );
+}
