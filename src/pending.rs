@@ -12,7 +12,9 @@
 //! pending requests is bounded by the request limit (exactly with one recording thread, within
 //! one and a half times it with several, see [`PendingRequests::track`]): a request over the
 //! bound is refused at begin (counted as dropped and as refused), so leaked completions cannot
-//! grow memory without bound. The counts of tracked requests are sharded like the sections, so
+//! grow memory without bound. A request turned away at begin (the bound reached, or the request
+//! section full) is not in the map but is counted, per shard, until it finishes: shutdown
+//! reports it as unfinished, and strict lifecycle refuses to write while it runs. The counts of tracked requests are sharded like the sections, so
 //! that threads do not share a counter line on every request.
 //!
 //! # Finishing against a concurrent shutdown
@@ -164,6 +166,10 @@ pub(crate) struct PendingRequests {
     /// How many requests each shard tracks, by the thread that began them; a request is
     /// uncounted on the shard that counted it, wherever it finishes.
     tracked: Box<[CachePadded<AtomicUsize>]>,
+    /// Requests turned away at begin (the request section was full, or the bound reached) and
+    /// not finished yet, sharded the same way: not in the registry, but still unfinished, so
+    /// shutdown counts them (and strict lifecycle refuses) as 0.2.0 does.
+    untracked: Box<[CachePadded<AtomicU64>]>,
     /// The most requests tracked at once: the run's request limit.
     bound: usize,
 }
@@ -174,6 +180,9 @@ impl PendingRequests {
             requests: ConcurrentMap::with_hasher_and_shards(ByNumberBlock, MAP_SHARDS),
             tracked: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            untracked: (0..shards.max(1))
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
             bound,
         }
@@ -212,6 +221,18 @@ impl PendingRequests {
         true
     }
 
+    /// Counts a request that was turned away at begin on thread number `thread` as
+    /// unfinished until it finishes.
+    pub(crate) fn count_untracked(&self, thread: usize) {
+        self.untracked[thread % self.untracked.len()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a turned-away request that finished; `thread` is the number it was counted
+    /// with.
+    pub(crate) fn finish_untracked(&self, thread: usize) {
+        self.untracked[thread % self.untracked.len()].fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Stops tracking a finished request.
     pub(crate) fn untrack(&self, request: &RequestState) {
         if self.requests.remove(&request.number).is_some() {
@@ -227,7 +248,17 @@ impl PendingRequests {
             .for_each(|_, request| pending.push(Arc::clone(request)));
         pending.sort_by_key(|request| request.number);
 
-        let mut unfinished = Unfinished::default();
+        // Turned-away requests count too, though only tracked ones can be named in the sample.
+        // A request is uncounted on the shard that counted it, after it was counted, so no
+        // shard's count ever reads below zero.
+        let mut unfinished = Unfinished {
+            count: self
+                .untracked
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .fold(0, u64::saturating_add),
+            sample: Vec::new(),
+        };
         for request in pending {
             if request.lifecycle.claim_unfinished(epoch) {
                 unfinished.count += 1;

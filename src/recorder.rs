@@ -238,6 +238,7 @@ impl Tailtriage {
         // a registry entry; it is counted as dropped exactly once, here.
         if self.requests.is_full() {
             let request = Arc::new(RequestState::new(route, options, Tick::default()));
+            self.pending.count_untracked(request.thread);
             self.note(self.requests.turn_away());
             return (request, Admission::Refused);
         }
@@ -246,10 +247,17 @@ impl Tailtriage {
         if self.pending.track(&request) {
             return (request, Admission::Tracked);
         }
+        self.pending.count_untracked(request.thread);
         self.refused_pending
             .fetch_add(1, crate::sync::Ordering::Relaxed);
         self.note(self.requests.turn_away());
         (request, Admission::Refused)
+    }
+
+    /// Finishes a request that was turned away at begin: it records nothing (its drop was
+    /// counted at begin), and it no longer counts as unfinished.
+    pub(crate) fn finish_untracked(&self, thread: usize) {
+        self.pending.finish_untracked(thread);
     }
 
     /// Finishes a tracked request (see the pending module for the shutdown protocol).

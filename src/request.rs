@@ -270,8 +270,13 @@ pub struct OwnedRequestHandle {
 #[derive(Debug)]
 pub struct RequestCompletion<'a> {
     recorder: &'a Tailtriage,
-    /// The request, or `None` when it was not tracked (turned away at begin) or is finished.
+    /// The request, when it is tracked as pending (not turned away at begin), until it is
+    /// finished.
     request: Option<Arc<RequestState>>,
+    /// For a request turned away at begin, until it is finished: the number of the thread
+    /// that counted it as unfinished. (Not the request itself, so that a leaked completion
+    /// holds no memory.)
+    untracked: Option<usize>,
     finished: bool,
 }
 
@@ -283,6 +288,7 @@ pub struct RequestCompletion<'a> {
 pub struct OwnedRequestCompletion {
     recorder: std::sync::Arc<Tailtriage>,
     request: Option<Arc<RequestState>>,
+    untracked: Option<usize>,
     finished: bool,
 }
 
@@ -295,6 +301,7 @@ impl<'a> StartedRequest<'a> {
             },
             completion: RequestCompletion {
                 recorder,
+                untracked: (!tracked).then_some(request.thread),
                 request: tracked.then_some(request),
                 finished: false,
             },
@@ -315,6 +322,7 @@ impl OwnedStartedRequest {
             },
             completion: OwnedRequestCompletion {
                 recorder: std::sync::Arc::clone(recorder),
+                untracked: (!tracked).then_some(request.thread),
                 request: tracked.then_some(request),
                 finished: false,
             },
@@ -383,6 +391,8 @@ macro_rules! completion_methods {
             self.finished = true;
             if let Some(request) = self.request.take() {
                 self.recorder.finish_request(&request, outcome);
+            } else if let Some(thread) = self.untracked.take() {
+                self.recorder.finish_untracked(thread);
             }
         }
 

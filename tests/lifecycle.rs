@@ -110,6 +110,41 @@ fn strict_lifecycle_refuses_to_write_a_run_with_pending_requests() {
 }
 
 #[test]
+fn strict_lifecycle_also_counts_requests_turned_away_because_the_run_was_full() {
+    let sink = MemorySink::new();
+    let tailtriage = Tailtriage::builder("checkout")
+        .sink(sink.clone())
+        .strict_lifecycle(true)
+        .capture_limits_override(tailtriage_core::CaptureLimitsOverride {
+            max_requests: Some(1),
+            ..Default::default()
+        })
+        .build()
+        .expect("build succeeds");
+    tailtriage.begin_request("/done").completion.finish_ok();
+    // The request section is full: this one is turned away at begin, but it is running.
+    let still_running = tailtriage.begin_request("/still-running");
+    let error = tailtriage.shutdown().expect_err("strict shutdown refuses");
+    assert!(
+        matches!(
+            error,
+            SinkError::Lifecycle {
+                unfinished_count: 1
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(sink.last_run().is_none(), "nothing was written");
+
+    still_running.completion.finish_ok();
+    tailtriage.shutdown().expect("nothing pending any more");
+    let run = sink.last_run().expect("written");
+    assert_eq!(run.metadata.unfinished_requests.count, 0);
+    assert_eq!(run.requests.len(), 1);
+    assert_eq!(run.truncation.dropped_requests, 1);
+}
+
+#[test]
 fn recording_after_shutdown_keeps_working_and_a_second_shutdown_writes_it() {
     let sink = MemorySink::new();
     let tailtriage = recorder(&sink);

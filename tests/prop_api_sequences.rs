@@ -371,6 +371,8 @@ struct RequestModel {
     refused_pending: u64,
     retained: Vec<(String, String)>,
     leaked_tracked: Vec<String>,
+    /// Requests turned away at begin and not finished: unfinished, though never tracked.
+    open_untracked: usize,
 }
 
 impl RequestModel {
@@ -383,6 +385,7 @@ impl RequestModel {
             refused_pending: 0,
             retained: Vec::new(),
             leaked_tracked: Vec::new(),
+            open_untracked: 0,
         }
     }
 
@@ -390,10 +393,12 @@ impl RequestModel {
     fn begin(&mut self) -> bool {
         if self.reserved >= self.limit {
             self.dropped += 1;
+            self.open_untracked += 1;
             false
         } else if self.pending >= self.limit {
             self.dropped += 1;
             self.refused_pending += 1;
+            self.open_untracked += 1;
             false
         } else {
             self.pending += 1;
@@ -403,6 +408,7 @@ impl RequestModel {
 
     fn finish(&mut self, tracked: bool, id: &str, outcome: &str) {
         if !tracked {
+            self.open_untracked -= 1;
             return;
         }
         self.pending -= 1;
@@ -561,7 +567,12 @@ impl<'a> Driver<'a> {
         if let Some(model) = &self.model {
             assert_eq!(
                 after.metadata.unfinished_requests.count,
-                as_u64(model.pending)
+                as_u64(model.pending + model.open_untracked)
+            );
+            assert_eq!(
+                after.metadata.unfinished_requests.sample.len(),
+                model.pending.min(5),
+                "every tracked unfinished request is sampled, up to five"
             );
             let retained: Vec<(String, String)> = after
                 .requests
@@ -780,9 +791,10 @@ fn shut_down(
                 Some(metadata.finished_at_unix_ms),
                 "finish and finalize are stamped with one instant"
             );
-            assert_eq!(
-                metadata.unfinished_requests.sample.len(),
-                usize::try_from(unfinished.min(5)).expect("fits")
+            // Only tracked requests can be named; turned-away ones are counted, not sampled.
+            assert!(
+                metadata.unfinished_requests.sample.len()
+                    <= usize::try_from(unfinished.min(5)).expect("fits")
             );
             let warning = format!("{unfinished} unfinished request(s)");
             assert_eq!(
@@ -906,13 +918,14 @@ fn check_requests_exactly(run: &Run, log: &Log, model: &RequestModel) {
     );
     let open_tracked = as_u64(model.pending);
     assert_eq!(
-        run.metadata.unfinished_requests.count, open_tracked,
-        "the unfinished count is the tracked requests never finished"
+        run.metadata.unfinished_requests.count,
+        open_tracked + as_u64(model.open_untracked),
+        "the unfinished count is every request never finished, tracked or turned away"
     );
     assert_eq!(
         as_u64(run.requests.len()) + run.truncation.dropped_requests + open_tracked,
         as_u64(log.begun),
-        "every request is retained, dropped or unfinished, exactly once"
+        "every request is retained, dropped or unfinished and tracked, exactly once"
     );
     assert!(model.leaked_tracked.len() <= model.pending);
 }
@@ -1041,7 +1054,8 @@ fn threads(setup: &Setup, per_thread: &[Vec<Op>]) {
     check_gauges_back_at_zero(&tailtriage, &run, &logs, limits);
 }
 
-/// Requests: each begun request is retained, dropped or unfinished, exactly once.
+/// Requests: every request never finished is unfinished; every finished one is retained or
+/// dropped; a request turned away at begin is dropped, and unfinished too if never finished.
 fn check_requests_across_threads(run: &Run, logs: &[Log], limits: CaptureLimits) {
     let begun: usize = logs.iter().map(|log| log.begun).sum();
     let finished: usize = logs.iter().map(|log| log.finished.len()).sum();
@@ -1049,13 +1063,17 @@ fn check_requests_across_threads(run: &Run, logs: &[Log], limits: CaptureLimits)
     let leaked_count: usize = logs.iter().map(|log| log.leaked.len()).sum();
     let unfinished = run.metadata.unfinished_requests.count;
     assert_eq!(
-        as_u64(run.requests.len()) + run.truncation.dropped_requests + unfinished,
-        as_u64(begun),
-        "every request is retained, dropped or unfinished, exactly once"
+        unfinished,
+        as_u64(leaked_count),
+        "every request never finished is unfinished, tracked or turned away"
     );
-    assert!(unfinished <= as_u64(leaked_count));
+    let accounted = as_u64(run.requests.len()) + run.truncation.dropped_requests + unfinished;
+    assert!(
+        accounted >= as_u64(begun) && accounted <= as_u64(begun + leaked_count),
+        "every request is retained, dropped or unfinished; only a request turned away and \
+         never finished is both dropped and unfinished: {accounted} for {begun} begun"
+    );
     if begun <= limits.max_requests {
-        assert_eq!(unfinished, as_u64(leaked_count), "nothing could be refused");
         assert_eq!(run.requests.len(), finished);
         assert_eq!(run.truncation.dropped_requests, 0);
     }
