@@ -43,7 +43,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use crate::request::{RequestState, REQUEST_NUMBER_BLOCK_BITS};
 use crate::sync::Arc;
-use crate::sync::{yield_now, AtomicU64, AtomicUsize, ConcurrentMap, Ordering};
+use crate::sync::{lock, yield_now, AtomicU64, AtomicUsize, ConcurrentMap, Mutex, Ordering};
 use crate::UnfinishedRequestSample;
 
 /// Set once `finish` has begun; never cleared.
@@ -170,6 +170,10 @@ pub(crate) struct PendingRequests {
     /// not finished yet, sharded the same way: not in the registry, but still unfinished, so
     /// shutdown counts them (and strict lifecycle refuses) as 0.2.0 does.
     untracked: Box<[CachePadded<AtomicU64>]>,
+    /// Taken by the admissions that must sum the shards (near the bound), so that requests
+    /// racing for the last places are decided one at a time and none is refused for a place
+    /// another racer then gives back.
+    near_bound: Mutex<()>,
     /// The most requests tracked at once: the run's request limit.
     bound: usize,
 }
@@ -184,6 +188,7 @@ impl PendingRequests {
             untracked: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
+            near_bound: Mutex::new(()),
             bound,
         }
     }
@@ -201,11 +206,18 @@ impl PendingRequests {
     /// half the bound in all, so the number tracked stays below one and a half times the
     /// bound (plus racing threads): a bound on memory without a shared counter written by
     /// every request. With one recording thread the bound is exact.
+    ///
+    /// Summing admissions take a lock, which recording far from the bound never touches.
+    /// Without it, two requests racing for the last place could each count the other and
+    /// both be refused. With it, the later decider sees the earlier one's increment or its
+    /// withdrawal (each is made before the earlier decider releases the lock), so of
+    /// racers for `n` places, `n` are admitted.
     pub(crate) fn track(&self, request: &Arc<RequestState>) -> bool {
         let counter = self.counter(request);
         let own = counter.fetch_add(1, Ordering::Relaxed);
         let comfortably_below = own < self.bound / (2 * self.tracked.len());
         if !comfortably_below {
+            let _one_at_a_time = lock(&self.near_bound);
             let total = self
                 .tracked
                 .iter()

@@ -161,3 +161,48 @@ fn writers_racing_at_the_capacity_boundary_never_overfill_a_section() {
         );
     }
 }
+
+#[test]
+fn requests_racing_for_the_last_pending_place_are_not_both_turned_away() {
+    // A limit of two, one request pending: of two requests begun at once, exactly one fits.
+    let mut short = Vec::new();
+    for round in 0..support::rounds(10_000) {
+        let tailtriage = Tailtriage::builder("stress")
+            .sink(DiscardSink)
+            .capture_limits(support::uniform_limits(2))
+            .build()
+            .expect("build succeeds");
+        let first = tailtriage.begin_request("/first");
+        let start = Barrier::new(2);
+        let racers: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        tailtriage.begin_request("/racer").completion
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|racer| racer.join().expect("a racer panicked"))
+                .collect()
+        });
+        first.completion.finish_ok();
+        for completion in racers {
+            completion.finish_ok();
+        }
+        let run = tailtriage.snapshot();
+        assert_eq!(
+            run.requests.len() + usize::try_from(run.truncation.dropped_requests).expect("fits"),
+            3
+        );
+        if run.requests.len() != 2 {
+            short.push(round);
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "retained must be min(3 attempts, limit 2) = 2; it was 1 in rounds {short:?}"
+    );
+}
