@@ -3,9 +3,11 @@
 //! Recording touches only the lock-free parts: the five [`Section`]s, the pending-request map
 //! (one shard lock per begin and finish) and the gauge cells. The `lifecycle` mutex guards the
 //! run's metadata and serializes the drains of `snapshot()` and `shutdown()` (so metadata and
-//! events are of one moment); writing to the sink happens after it is released, so two
-//! concurrent shutdowns may reach the sink in either order. The recording path takes it only
-//! in the rare events that change metadata (a listener that panicked).
+//! events are of one moment). A shutdown writes to its sink after releasing it, holding the
+//! `writing` lock instead (taken before the lifecycle lock is released), so snapshots are not
+//! kept waiting by a slow sink while shutdowns still reach their sinks in the order they
+//! drained. The recording path takes the lifecycle lock only in the rare events that change
+//! metadata (a listener that panicked), and never the writing lock.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,7 +21,7 @@ use crate::request::{OwnedStartedRequest, RequestState, StartedRequest};
 use crate::run_view::DrainedRun;
 use crate::section::{Offer, Section};
 use crate::sink::Destination;
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, Mutex, MutexGuard};
 use crate::{
     BuildError, CaptureLimits, CaptureMode, EffectiveCoreConfig, EffectiveTokioSamplerConfig,
     Outcome, RequestOptions, Run, RunEndReason, RunMetadata, RunSink, RuntimeSnapshot, SinkError,
@@ -68,6 +70,9 @@ pub struct Tailtriage {
     /// Requests refused at begin because the pending bound was reached.
     refused_pending: crate::sync::AtomicU64,
     lifecycle: Mutex<LifecycleState>,
+    /// Held by a shutdown from its drain until its sink returns, so that shutdowns reach
+    /// their sinks in the order they drained: the last artifact written is the newest.
+    writing: Mutex<()>,
 }
 
 /// Metadata and shutdown bookkeeping, behind the lifecycle mutex.
@@ -175,6 +180,7 @@ impl Tailtriage {
                 metadata,
                 shutdowns: 0,
             }),
+            writing: Mutex::new(()),
         })
     }
 
@@ -459,6 +465,10 @@ impl Tailtriage {
     /// adds a lifecycle warning and the unfinished count with up to five samples. The run stays
     /// usable: recording goes on, and a later shutdown writes everything retained by then.
     ///
+    /// Concurrent shutdowns reach their sinks one at a time, in the order they drained, so the
+    /// last run written is the newest. A sink must therefore not shut down the run it is
+    /// writing: that shutdown would wait for the write that called it.
+    ///
     /// # Errors
     ///
     /// [`SinkError::Lifecycle`] when strict lifecycle is on and requests are pending (nothing
@@ -467,7 +477,7 @@ impl Tailtriage {
         match &self.sink {
             // Encoded straight from the records into the file, with no lock held.
             Destination::Json(json) => {
-                let drained = self.finalize()?;
+                let (drained, _in_order) = self.finalize()?;
                 json.write_with(|writer| {
                     drained.read(&self.clock, |view| json.encode_view(writer, view))
                 })
@@ -498,13 +508,16 @@ impl Tailtriage {
     ///
     /// As for [`shutdown`](Tailtriage::shutdown).
     pub fn shutdown_to(&self, sink: &dyn RunSink) -> Result<(), SinkError> {
-        let run = self.finalize()?.to_run(&self.clock);
+        let (drained, _in_order) = self.finalize()?;
+        let run = drained.to_run(&self.clock);
         sink.write(&run)
     }
 
     /// Stamps the end of the run, counts what is unfinished, and drains the final run; with
-    /// strict lifecycle and requests pending, stops before draining.
-    fn finalize(&self) -> Result<DrainedRun, SinkError> {
+    /// strict lifecycle and requests pending, stops before draining. Returns the drained run
+    /// and the writing lock, taken before the lifecycle lock is released: hold it until the
+    /// sink returns, so that a later shutdown cannot write before this one.
+    fn finalize(&self) -> Result<(DrainedRun, MutexGuard<'_, ()>), SinkError> {
         let mut state = lock(&self.lifecycle);
         state.shutdowns += 1;
         let epoch = state.shutdowns;
@@ -533,7 +546,9 @@ impl Tailtriage {
                 });
             }
         }
-        Ok(self.drain(&state.metadata, epoch))
+        let drained = self.drain(&state.metadata, epoch);
+        let in_order = lock(&self.writing);
+        Ok((drained, in_order))
     }
 
     /// Drains every section; request events counted unfinished by shutdown `epoch` or later

@@ -232,3 +232,80 @@ fn a_shared_recorder_can_be_shut_down_from_any_thread() {
         .expect("shutdown succeeds");
     assert!(sink.last_run().is_some());
 }
+
+/// Keeps the routes of every run written, in order; its first write waits for a signal.
+struct SlowFirstWrite {
+    written: std::sync::Mutex<Vec<Vec<String>>>,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl tailtriage_core::RunSink for SlowFirstWrite {
+    fn write(&self, run: &tailtriage_core::Run) -> Result<(), SinkError> {
+        let first = self.entered.lock().expect("not poisoned").take();
+        if let Some(entered) = first {
+            entered.send(()).expect("the test listens");
+            self.release
+                .lock()
+                .expect("not poisoned")
+                .recv()
+                .expect("the test releases the first write");
+        }
+        let routes = run.requests.iter().map(|r| r.route.clone()).collect();
+        self.written.lock().expect("not poisoned").push(routes);
+        Ok(())
+    }
+}
+
+/// A [`SlowFirstWrite`] the test keeps a handle on.
+struct Shared(Arc<SlowFirstWrite>);
+
+impl tailtriage_core::RunSink for Shared {
+    fn write(&self, run: &tailtriage_core::Run) -> Result<(), SinkError> {
+        self.0.write(run)
+    }
+}
+
+#[test]
+fn overlapping_shutdowns_reach_the_sink_in_the_order_they_drained() {
+    let (entered, first_write_entered) = std::sync::mpsc::channel();
+    let (release_first_write, release) = std::sync::mpsc::channel();
+    let sink = Arc::new(SlowFirstWrite {
+        written: std::sync::Mutex::new(Vec::new()),
+        entered: std::sync::Mutex::new(Some(entered)),
+        release: std::sync::Mutex::new(release),
+    });
+    let tailtriage = Arc::new(
+        Tailtriage::builder("checkout")
+            .sink(Shared(Arc::clone(&sink)))
+            .build()
+            .expect("build succeeds"),
+    );
+    tailtriage.begin_request("/before").completion.finish_ok();
+
+    let first = {
+        let tailtriage = Arc::clone(&tailtriage);
+        std::thread::spawn(move || tailtriage.shutdown())
+    };
+    first_write_entered
+        .recv()
+        .expect("the first shutdown reaches its sink");
+    // The first shutdown has drained and is writing; a request finishes, and a second
+    // shutdown starts.
+    tailtriage.begin_request("/x").completion.finish_ok();
+    let second = {
+        let tailtriage = Arc::clone(&tailtriage);
+        std::thread::spawn(move || tailtriage.shutdown())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    release_first_write.send(()).expect("the first write waits");
+    first.join().expect("no panic").expect("written");
+    second.join().expect("no panic").expect("written");
+
+    let written = sink.written.lock().expect("not poisoned");
+    assert_eq!(
+        written.last().expect("two runs written"),
+        &["/before", "/x"],
+        "the newest run is the one left written last: {written:?}"
+    );
+}
