@@ -58,8 +58,20 @@ impl<W: Write> Out<W> {
     }
 
     /// A JSON string, escaped as `serde_json` escapes it.
+    ///
+    /// `serde_json` escapes exactly the control characters, `"` and `\\`; a string without
+    /// them (names and ids nearly always) is written as it is, without its per-call work.
     fn str(&mut self, text: &str) -> io::Result<()> {
-        self.value(text)
+        let plain = text
+            .bytes()
+            .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+        if plain {
+            self.raw(b"\"")?;
+            self.raw(text.as_bytes())?;
+            self.raw(b"\"")
+        } else {
+            self.value(text)
+        }
     }
 
     /// Any value through its serde serializer.

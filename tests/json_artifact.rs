@@ -58,6 +58,8 @@ fn name() -> impl Strategy<Value = String> {
         Just("db \"primary\"".to_owned()),
         Just("back\\slash\ttab\nline\u{1}".to_owned()),
         Just("наличие/库存/🛒".to_owned()),
+        Just("del\u{7f} and \u{1f} and \u{2028}".to_owned()),
+        Just("C:\\temp\\db".to_owned()),
         Just(String::new()),
         "[a-z/_-]{1,12}",
     ]
