@@ -3,11 +3,12 @@
 //! Recording touches only the lock-free parts: the five [`Section`]s, the pending-request map
 //! (one shard lock per begin and finish) and the gauge cells. The `lifecycle` mutex guards the
 //! run's metadata and serializes the drains of `snapshot()` and `shutdown()` (so metadata and
-//! events are of one moment). A shutdown writes to its sink after releasing it, holding the
-//! `writing` lock instead (taken before the lifecycle lock is released), so snapshots are not
-//! kept waiting by a slow sink while shutdowns still reach their sinks in the order they
-//! drained. The recording path takes the lifecycle lock only in the rare events that change
-//! metadata (a listener that panicked), and never the writing lock.
+//! events are of one moment). A shutdown takes the `writing` lock first and holds it through
+//! its drain and its sink's write, but writes after releasing the lifecycle lock: snapshots are
+//! never kept waiting by a slow sink, and shutdowns reach their sinks one at a time, in the
+//! order they drained. The lock order is writing, then lifecycle. The recording path takes
+//! the lifecycle lock only in the rare events that change metadata (a listener that
+//! panicked), and never the writing lock.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,7 +22,7 @@ use crate::request::{OwnedStartedRequest, RequestState, StartedRequest};
 use crate::run_view::DrainedRun;
 use crate::section::{Offer, Section};
 use crate::sink::Destination;
-use crate::sync::{lock, Arc, Mutex, MutexGuard};
+use crate::sync::{lock, Arc, Mutex};
 use crate::{
     BuildError, CaptureLimits, CaptureMode, EffectiveCoreConfig, EffectiveTokioSamplerConfig,
     Outcome, RequestOptions, Run, RunEndReason, RunMetadata, RunSink, RuntimeSnapshot, SinkError,
@@ -70,8 +71,10 @@ pub struct Tailtriage {
     /// Requests refused at begin because the pending bound was reached.
     refused_pending: crate::sync::AtomicU64,
     lifecycle: Mutex<LifecycleState>,
-    /// Held by a shutdown from its drain until its sink returns, so that shutdowns reach
-    /// their sinks in the order they drained: the last artifact written is the newest.
+    /// Held by a shutdown from before its drain until its sink returns, so that shutdowns
+    /// reach their sinks in the order they drained: the last artifact written is the newest.
+    /// Always taken before the lifecycle lock, never while holding it, so a sink that reads
+    /// the run (a snapshot) cannot deadlock with a concurrent shutdown.
     writing: Mutex<()>,
 }
 
@@ -477,7 +480,8 @@ impl Tailtriage {
         match &self.sink {
             // Encoded straight from the records into the file, with no lock held.
             Destination::Json(json) => {
-                let (drained, _in_order) = self.finalize()?;
+                let _in_order = lock(&self.writing);
+                let drained = self.finalize()?;
                 json.write_with(|writer| {
                     drained.read(&self.clock, |view| json.encode_view(writer, view))
                 })
@@ -508,16 +512,15 @@ impl Tailtriage {
     ///
     /// As for [`shutdown`](Tailtriage::shutdown).
     pub fn shutdown_to(&self, sink: &dyn RunSink) -> Result<(), SinkError> {
-        let (drained, _in_order) = self.finalize()?;
-        let run = drained.to_run(&self.clock);
+        let _in_order = lock(&self.writing);
+        let run = self.finalize()?.to_run(&self.clock);
         sink.write(&run)
     }
 
     /// Stamps the end of the run, counts what is unfinished, and drains the final run; with
-    /// strict lifecycle and requests pending, stops before draining. Returns the drained run
-    /// and the writing lock, taken before the lifecycle lock is released: hold it until the
-    /// sink returns, so that a later shutdown cannot write before this one.
-    fn finalize(&self) -> Result<(DrainedRun, MutexGuard<'_, ()>), SinkError> {
+    /// strict lifecycle and requests pending, stops before draining. Callers hold the writing
+    /// lock from before this until their sink returns.
+    fn finalize(&self) -> Result<DrainedRun, SinkError> {
         let mut state = lock(&self.lifecycle);
         state.shutdowns += 1;
         let epoch = state.shutdowns;
@@ -546,9 +549,7 @@ impl Tailtriage {
                 });
             }
         }
-        let drained = self.drain(&state.metadata, epoch);
-        let in_order = lock(&self.writing);
-        Ok((drained, in_order))
+        Ok(self.drain(&state.metadata, epoch))
     }
 
     /// Drains every section; request events counted unfinished by shutdown `epoch` or later

@@ -233,11 +233,31 @@ fn a_shared_recorder_can_be_shut_down_from_any_thread() {
     assert!(sink.last_run().is_some());
 }
 
-/// Keeps the routes of every run written, in order; its first write waits for a signal.
+/// Keeps the routes of every run written, in order; its first write waits for a signal, then
+/// takes a snapshot of `run` when that is set (a sink that reads the run it writes).
 struct SlowFirstWrite {
     written: std::sync::Mutex<Vec<Vec<String>>>,
     entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    run: std::sync::OnceLock<std::sync::Weak<Tailtriage>>,
+}
+
+impl SlowFirstWrite {
+    fn new() -> (
+        Arc<Self>,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (entered, first_write_entered) = std::sync::mpsc::channel();
+        let (release_first_write, release) = std::sync::mpsc::channel();
+        let sink = Arc::new(Self {
+            written: std::sync::Mutex::new(Vec::new()),
+            entered: std::sync::Mutex::new(Some(entered)),
+            release: std::sync::Mutex::new(release),
+            run: std::sync::OnceLock::new(),
+        });
+        (sink, first_write_entered, release_first_write)
+    }
 }
 
 impl tailtriage_core::RunSink for SlowFirstWrite {
@@ -250,6 +270,9 @@ impl tailtriage_core::RunSink for SlowFirstWrite {
                 .expect("not poisoned")
                 .recv()
                 .expect("the test releases the first write");
+            if let Some(run) = self.run.get().and_then(std::sync::Weak::upgrade) {
+                let _ = run.snapshot();
+            }
         }
         let routes = run.requests.iter().map(|r| r.route.clone()).collect();
         self.written.lock().expect("not poisoned").push(routes);
@@ -268,13 +291,7 @@ impl tailtriage_core::RunSink for Shared {
 
 #[test]
 fn overlapping_shutdowns_reach_the_sink_in_the_order_they_drained() {
-    let (entered, first_write_entered) = std::sync::mpsc::channel();
-    let (release_first_write, release) = std::sync::mpsc::channel();
-    let sink = Arc::new(SlowFirstWrite {
-        written: std::sync::Mutex::new(Vec::new()),
-        entered: std::sync::Mutex::new(Some(entered)),
-        release: std::sync::Mutex::new(release),
-    });
+    let (sink, first_write_entered, release_first_write) = SlowFirstWrite::new();
     let tailtriage = Arc::new(
         Tailtriage::builder("checkout")
             .sink(Shared(Arc::clone(&sink)))
@@ -308,4 +325,43 @@ fn overlapping_shutdowns_reach_the_sink_in_the_order_they_drained() {
         &["/before", "/x"],
         "the newest run is the one left written last: {written:?}"
     );
+}
+
+#[test]
+fn a_sink_that_reads_its_run_while_another_shutdown_waits_does_not_deadlock() {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (sink, first_write_entered, release_first_write) = SlowFirstWrite::new();
+        let tailtriage = Arc::new(
+            Tailtriage::builder("checkout")
+                .sink(Shared(Arc::clone(&sink)))
+                .build()
+                .expect("build succeeds"),
+        );
+        sink.run.set(Arc::downgrade(&tailtriage)).expect("set once");
+        tailtriage.begin_request("/before").completion.finish_ok();
+        let first = {
+            let tailtriage = Arc::clone(&tailtriage);
+            std::thread::spawn(move || tailtriage.shutdown())
+        };
+        first_write_entered
+            .recv()
+            .expect("the first shutdown reaches its sink");
+        // A second shutdown waits for the first; then the first sink reads the run.
+        let second = {
+            let tailtriage = Arc::clone(&tailtriage);
+            std::thread::spawn(move || tailtriage.shutdown())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        release_first_write.send(()).expect("the first write waits");
+        first.join().expect("no panic").expect("written");
+        second.join().expect("no panic").expect("written");
+        let _ = done.send(sink.written.lock().expect("not poisoned").len());
+    });
+    let written = result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect(
+        "both shutdowns return: a sink reading its run must not deadlock with a waiting shutdown",
+    );
+    assert_eq!(written, 2);
 }
