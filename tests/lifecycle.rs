@@ -289,31 +289,39 @@ impl tailtriage_core::RunSink for Shared {
     }
 }
 
-#[test]
-fn overlapping_shutdowns_reach_the_sink_in_the_order_they_drained() {
-    let (sink, first_write_entered, release_first_write) = SlowFirstWrite::new();
+/// A run writing to `sink`, with one finished request.
+fn run_writing_to(sink: &Arc<SlowFirstWrite>) -> Arc<Tailtriage> {
     let tailtriage = Arc::new(
         Tailtriage::builder("checkout")
-            .sink(Shared(Arc::clone(&sink)))
+            .sink(Shared(Arc::clone(sink)))
             .build()
             .expect("build succeeds"),
     );
     tailtriage.begin_request("/before").completion.finish_ok();
+    tailtriage
+}
 
-    let first = {
-        let tailtriage = Arc::clone(&tailtriage);
-        std::thread::spawn(move || tailtriage.shutdown())
-    };
+/// Shuts `tailtriage` down on a new thread.
+fn shut_down_elsewhere(
+    tailtriage: &Arc<Tailtriage>,
+) -> std::thread::JoinHandle<Result<(), SinkError>> {
+    let tailtriage = Arc::clone(tailtriage);
+    std::thread::spawn(move || tailtriage.shutdown())
+}
+
+#[test]
+fn overlapping_shutdowns_reach_the_sink_in_the_order_they_drained() {
+    let (sink, first_write_entered, release_first_write) = SlowFirstWrite::new();
+    let tailtriage = run_writing_to(&sink);
+
+    let first = shut_down_elsewhere(&tailtriage);
     first_write_entered
         .recv()
         .expect("the first shutdown reaches its sink");
     // The first shutdown has drained and is writing; a request finishes, and a second
     // shutdown starts.
     tailtriage.begin_request("/x").completion.finish_ok();
-    let second = {
-        let tailtriage = Arc::clone(&tailtriage);
-        std::thread::spawn(move || tailtriage.shutdown())
-    };
+    let second = shut_down_elsewhere(&tailtriage);
     std::thread::sleep(std::time::Duration::from_millis(50));
     release_first_write.send(()).expect("the first write waits");
     first.join().expect("no panic").expect("written");
@@ -332,26 +340,14 @@ fn a_sink_that_reads_its_run_while_another_shutdown_waits_does_not_deadlock() {
     let (done, result) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let (sink, first_write_entered, release_first_write) = SlowFirstWrite::new();
-        let tailtriage = Arc::new(
-            Tailtriage::builder("checkout")
-                .sink(Shared(Arc::clone(&sink)))
-                .build()
-                .expect("build succeeds"),
-        );
+        let tailtriage = run_writing_to(&sink);
         sink.run.set(Arc::downgrade(&tailtriage)).expect("set once");
-        tailtriage.begin_request("/before").completion.finish_ok();
-        let first = {
-            let tailtriage = Arc::clone(&tailtriage);
-            std::thread::spawn(move || tailtriage.shutdown())
-        };
+        let first = shut_down_elsewhere(&tailtriage);
         first_write_entered
             .recv()
             .expect("the first shutdown reaches its sink");
         // A second shutdown waits for the first; then the first sink reads the run.
-        let second = {
-            let tailtriage = Arc::clone(&tailtriage);
-            std::thread::spawn(move || tailtriage.shutdown())
-        };
+        let second = shut_down_elsewhere(&tailtriage);
         std::thread::sleep(std::time::Duration::from_millis(50));
         release_first_write.send(()).expect("the first write waits");
         first.join().expect("no panic").expect("written");
