@@ -176,26 +176,36 @@ pub(crate) struct PendingRequests {
     near_bound: Mutex<()>,
     /// The most requests tracked at once: the run's request limit.
     bound: usize,
+    /// A shard counting fewer than this admits on its own count: `bound / (2 × shards)`.
+    comfortable: usize,
+    /// The number of count shards (a power of two) minus one: the shard of a thread number is
+    /// the number masked with it.
+    shard_mask: usize,
 }
 
 impl PendingRequests {
+    /// A registry of at most `bound` requests, counted on `shards` shards (rounded up to a
+    /// power of two).
     pub(crate) fn new(bound: usize, shards: usize) -> Self {
+        let shards = shards.max(1).next_power_of_two();
         Self {
             requests: ConcurrentMap::with_hasher_and_shards(ByNumberBlock, MAP_SHARDS),
-            tracked: (0..shards.max(1))
+            tracked: (0..shards)
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
-            untracked: (0..shards.max(1))
+            untracked: (0..shards)
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
             near_bound: Mutex::new(()),
             bound,
+            comfortable: bound / (2 * shards),
+            shard_mask: shards - 1,
         }
     }
 
     /// The counter of the shard that counts `request`.
     fn counter(&self, request: &RequestState) -> &AtomicUsize {
-        &self.tracked[request.thread % self.tracked.len()]
+        &self.tracked[request.thread & self.shard_mask]
     }
 
     /// Tracks a request until it finishes; false when the bound is reached.
@@ -215,7 +225,7 @@ impl PendingRequests {
     pub(crate) fn track(&self, request: &Arc<RequestState>) -> bool {
         let counter = self.counter(request);
         let own = counter.fetch_add(1, Ordering::Relaxed);
-        let comfortably_below = own < self.bound / (2 * self.tracked.len());
+        let comfortably_below = own < self.comfortable;
         if !comfortably_below {
             let _one_at_a_time = lock(&self.near_bound);
             let total = self
@@ -236,13 +246,13 @@ impl PendingRequests {
     /// Counts a request that was turned away at begin on thread number `thread` as
     /// unfinished until it finishes.
     pub(crate) fn count_untracked(&self, thread: usize) {
-        self.untracked[thread % self.untracked.len()].fetch_add(1, Ordering::Relaxed);
+        self.untracked[thread & self.shard_mask].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Uncounts a turned-away request that finished; `thread` is the number it was counted
     /// with.
     pub(crate) fn finish_untracked(&self, thread: usize) {
-        self.untracked[thread % self.untracked.len()].fetch_sub(1, Ordering::Relaxed);
+        self.untracked[thread & self.shard_mask].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Stops tracking a finished request.

@@ -119,8 +119,11 @@ pub(crate) struct Section<E> {
     /// Set once every permit is consumed (seen by the writer that took the last one, or by the
     /// first writer refused); never cleared.
     exhausted: CachePadded<AtomicBool>,
-    /// Per-shard rings and tallies; a thread always records into the same shard.
+    /// Per-shard rings and tallies; a thread always records into the same shard. Their number
+    /// is a power of two.
     shards: Box<[CachePadded<Shard<E>>]>,
+    /// The number of shards minus one: a thread's shard is its number masked with it.
+    shard_mask: usize,
     /// Events moved out of the rings.
     storage: Mutex<Storage<E>>,
 }
@@ -203,11 +206,12 @@ impl<E> Drained<E> {
 }
 
 impl<E> Section<E> {
-    /// A section retaining at most `limit` events, spread over `shards` shards. Allocates only
-    /// the shard table.
+    /// A section retaining at most `limit` events, spread over `shards` shards (rounded up to
+    /// a power of two). Allocates only the shard table.
     pub(crate) fn new(limit: usize, shards: usize) -> Self {
         let ring_capacity = limit.clamp(1, RING_CAPACITY);
-        let shards = (0..shards.max(1))
+        let shard_count = shards.max(1).next_power_of_two();
+        let shards = (0..shard_count)
             .map(|_| {
                 CachePadded::new(Shard {
                     credits: AtomicUsize::new(0),
@@ -224,6 +228,7 @@ impl<E> Section<E> {
             }),
             exhausted: CachePadded::new(AtomicBool::new(limit == 0)),
             shards,
+            shard_mask: shard_count - 1,
             storage: Mutex::new(Storage {
                 chunks: Vec::new(),
                 open: Vec::new(),
@@ -244,7 +249,7 @@ impl<E> Section<E> {
     /// Offers an event recorded at `at`, built by `make`, which runs only if the event will be
     /// retained.
     pub(crate) fn offer(&self, at: Tick, make: impl FnOnce() -> E) -> Offer {
-        let index = shard_of_current_thread(self.shards.len());
+        let index = self.shard_of_current_thread();
         let shard = &self.shards[index];
         if !self.reserve(index) {
             return Self::refuse(shard);
@@ -370,7 +375,16 @@ impl<E> Section<E> {
     /// Counts an event turned away without being offered (the section is full, or a request
     /// could not be tracked), so that it appears in this section's drop tally.
     pub(crate) fn turn_away(&self) -> Offer {
-        Self::refuse(&self.shards[shard_of_current_thread(self.shards.len())])
+        Self::refuse(&self.shards[self.shard_of_current_thread()])
+    }
+
+    /// The shard the current thread records into.
+    ///
+    /// Threads are numbered in the order they first record and use the shard of their number
+    /// modulo the shard count (a mask, since the count is a power of two), so that threads
+    /// spread evenly and each keeps to one shard for its lifetime.
+    fn shard_of_current_thread(&self) -> usize {
+        crate::sync::thread_number() & self.shard_mask
     }
 
     /// Events this section refused so far.
@@ -418,14 +432,6 @@ fn pop_into<E>(ring: &Ring<Sequenced<E>>, events: &mut Vec<Sequenced<E>>) {
             None => break,
         }
     }
-}
-
-/// The shard the current thread records into, out of `shards`.
-///
-/// Threads are numbered in the order they first record and use shard `number % shards`, so
-/// that threads spread evenly and each keeps to one shard for its lifetime.
-fn shard_of_current_thread(shards: usize) -> usize {
-    crate::sync::thread_number() % shards
 }
 
 #[cfg(all(test, not(loom)))]
