@@ -292,17 +292,43 @@ pub struct OwnedRequestCompletion {
     finished: bool,
 }
 
+/// What a completion keeps of its request: the request itself while it is tracked, or, for a
+/// request turned away at begin, only the number of the thread that counted it unfinished.
+struct CompletionPart {
+    request: Option<Arc<RequestState>>,
+    untracked: Option<usize>,
+}
+
+/// Splits a new request between its handle and its completion. A turned-away request's state
+/// moves into the handle whole, so that beginning it touches its reference count only once.
+fn split_for_completion(
+    request: Arc<RequestState>,
+    tracked: bool,
+) -> (Arc<RequestState>, CompletionPart) {
+    if tracked {
+        let completion = CompletionPart {
+            request: Some(Arc::clone(&request)),
+            untracked: None,
+        };
+        (request, completion)
+    } else {
+        let completion = CompletionPart {
+            request: None,
+            untracked: Some(request.thread),
+        };
+        (request, completion)
+    }
+}
+
 impl<'a> StartedRequest<'a> {
     pub(crate) fn new(recorder: &'a Tailtriage, request: Arc<RequestState>, tracked: bool) -> Self {
+        let (request, completion) = split_for_completion(request, tracked);
         Self {
-            handle: RequestHandle {
-                recorder,
-                request: Arc::clone(&request),
-            },
+            handle: RequestHandle { recorder, request },
             completion: RequestCompletion {
                 recorder,
-                untracked: (!tracked).then_some(request.thread),
-                request: tracked.then_some(request),
+                request: completion.request,
+                untracked: completion.untracked,
                 finished: false,
             },
         }
@@ -315,15 +341,16 @@ impl OwnedStartedRequest {
         request: Arc<RequestState>,
         tracked: bool,
     ) -> Self {
+        let (request, completion) = split_for_completion(request, tracked);
         Self {
             handle: OwnedRequestHandle {
                 recorder: std::sync::Arc::clone(recorder),
-                request: Arc::clone(&request),
+                request,
             },
             completion: OwnedRequestCompletion {
                 recorder: std::sync::Arc::clone(recorder),
-                untracked: (!tracked).then_some(request.thread),
-                request: tracked.then_some(request),
+                request: completion.request,
+                untracked: completion.untracked,
                 finished: false,
             },
         }
