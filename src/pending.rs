@@ -287,7 +287,7 @@ impl PendingRequests {
                 if unfinished.sample.len() < UNFINISHED_SAMPLE_SIZE {
                     unfinished.sample.push(UnfinishedRequestSample {
                         request_id: request.id().to_owned(),
-                        route: request.route.clone(),
+                        route: request.route.to_string(),
                     });
                 }
             }

@@ -323,7 +323,7 @@ impl Tailtriage {
     pub(crate) fn record_queue(
         &self,
         request: &Arc<RequestState>,
-        queue: String,
+        queue: compact_str::CompactString,
         started: Option<Tick>,
         depth_at_start: Option<u64>,
         cancelled: bool,
@@ -341,7 +341,7 @@ impl Tailtriage {
     pub(crate) fn record_stage(
         &self,
         request: &Arc<RequestState>,
-        stage: String,
+        stage: compact_str::CompactString,
         started: Option<Tick>,
         success: bool,
         cancelled: bool,

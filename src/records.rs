@@ -1,7 +1,8 @@
 //! The compact in-memory form of events, and how a drain turns it into the artifact's form.
 //!
 //! A record keeps what the hot path had in hand: the shared request state (not a copy of its
-//! id), the name `String` the caller passed, and run-clock ticks (not wall-clock reads). The
+//! id), the name the caller passed (inline when it is short, see the request module), and
+//! run-clock ticks (not wall-clock reads). The
 //! artifact's strings and millisecond instants are built only when a run is drained, which is
 //! rare, instead of on every event.
 //!
@@ -13,6 +14,7 @@
 //! therefore written once, in `view`. (Compact JSON is written from the same views by
 //! `json`, without serde's per-key work.)
 
+use compact_str::CompactString;
 use serde::Serialize;
 
 use crate::artifact::is_false;
@@ -37,7 +39,7 @@ pub(crate) struct RequestRecord {
 #[derive(Debug)]
 pub(crate) struct StageRecord {
     pub(crate) request: Arc<RequestState>,
-    pub(crate) stage: String,
+    pub(crate) stage: CompactString,
     pub(crate) started: Tick,
     pub(crate) finished: Tick,
     pub(crate) success: bool,
@@ -48,7 +50,7 @@ pub(crate) struct StageRecord {
 #[derive(Debug)]
 pub(crate) struct QueueRecord {
     pub(crate) request: Arc<RequestState>,
-    pub(crate) queue: String,
+    pub(crate) queue: CompactString,
     pub(crate) started: Tick,
     pub(crate) finished: Tick,
     pub(crate) depth_at_start: Option<u64>,

@@ -13,6 +13,8 @@
 
 use std::future::Future;
 
+use compact_str::CompactString;
+
 use crate::clock::Tick;
 use crate::request::RequestState;
 use crate::sync::Arc;
@@ -43,7 +45,7 @@ pub struct QueueTimer<'a> {
     recorder: &'a Tailtriage,
     /// Borrowed from the handle; the record takes its own reference only if it is kept.
     request: &'a Arc<RequestState>,
-    queue: String,
+    queue: CompactString,
     depth_at_start: Option<u64>,
 }
 
@@ -72,14 +74,14 @@ pub struct StageTimer<'a> {
     recorder: &'a Tailtriage,
     /// Borrowed from the handle; the record takes its own reference only if it is kept.
     request: &'a Arc<RequestState>,
-    stage: String,
+    stage: CompactString,
 }
 
 impl<'a> QueueTimer<'a> {
     pub(crate) fn new(
         recorder: &'a Tailtriage,
         request: &'a Arc<RequestState>,
-        queue: String,
+        queue: CompactString,
     ) -> Self {
         Self {
             recorder,
@@ -117,7 +119,7 @@ impl<'a> StageTimer<'a> {
     pub(crate) fn new(
         recorder: &'a Tailtriage,
         request: &'a Arc<RequestState>,
-        stage: String,
+        stage: CompactString,
     ) -> Self {
         Self {
             recorder,
