@@ -84,7 +84,6 @@ impl Gauge {
 #[derive(Debug)]
 pub(crate) struct GaugeHandle {
     /// The run whose gauge this is.
-    #[cfg_attr(loom, allow(dead_code))] // only the thread cache reads it, and loom has none
     registry: u64,
     /// The shared cell.
     pub(crate) cell: Arc<Gauge>,
@@ -265,8 +264,65 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-/// The thread-local cache of recently used gauge handles.
-#[cfg(not(loom))]
+/// The gauge table on its own, for the loom models of sweeping.
+///
+/// Through the public API a run's gauge bound is its in-flight snapshot limit, so a model that
+/// fills the table to make a sweep happen has no snapshot room left to show what the sweep did
+/// to the counts. These hooks drive the table directly. Compiled only under loom.
+#[cfg(loom)]
+pub mod model {
+    use super::{GaugeHandle, Gauges, Ordering};
+
+    /// A run's gauge table with its own bound.
+    #[derive(Debug)]
+    pub struct GaugeTable(Gauges);
+
+    /// One unit of a gauge, held until [`Held::release`].
+    #[derive(Debug)]
+    pub struct Held(std::sync::Arc<GaugeHandle>);
+
+    impl GaugeTable {
+        /// A table tracking at most `bound` distinct gauges.
+        #[must_use]
+        pub fn new(bound: usize) -> Self {
+            Self(Gauges::new(bound))
+        }
+
+        /// Adds one to gauge `name`, as a new guard does: the unit and the count after the
+        /// increment, or `None` when the gauge is refused.
+        #[must_use]
+        pub fn acquire(&self, name: &str) -> Option<(Held, u64)> {
+            self.0
+                .increment(name.to_owned())
+                .map(|(handle, count)| (Held(handle), count))
+        }
+
+        /// The count of the cell the table tracks for `name`, if it tracks one.
+        #[must_use]
+        pub fn tracked_count(&self, name: &str) -> Option<u64> {
+            self.0
+                .by_name
+                .read(name, |gauge| gauge.count.load(Ordering::Acquire))
+        }
+
+        /// Gauges refused so far.
+        #[must_use]
+        pub fn refused(&self) -> u64 {
+            self.0.refused()
+        }
+    }
+
+    impl Held {
+        /// Gives the unit back, as a dropped guard does; returns the count after the decrement.
+        #[must_use]
+        pub fn release(self) -> u64 {
+            self.0.cell.decrement()
+        }
+    }
+}
+
+/// The thread-local cache of recently used gauge handles. Loom models use it too (with loom's
+/// thread-locals), so that an increment through a cached handle races sweeps there as well.
 mod recent {
     use std::cell::RefCell;
     use std::sync::Arc;
@@ -276,8 +332,13 @@ mod recent {
     /// Handles a thread keeps; a linear scan of a few entries beats any map here.
     const CAPACITY: usize = 8;
 
+    #[cfg(not(loom))]
     thread_local! {
         static RECENT: RefCell<Vec<Arc<GaugeHandle>>> = const { RefCell::new(Vec::new()) };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static RECENT: RefCell<Vec<Arc<GaugeHandle>>> = RefCell::new(Vec::new());
     }
 
     // Every access goes through `try_with`: a guard created from another thread-local's
@@ -316,20 +377,4 @@ mod recent {
                 .retain(|handle| !(handle.registry == registry && *handle.cell.name == *name));
         });
     }
-}
-
-/// Under loom every guard goes through the map: the protocol checked is the map's.
-#[cfg(loom)]
-mod recent {
-    use std::sync::Arc;
-
-    use super::GaugeHandle;
-
-    pub(super) fn find(_registry: u64, _name: &str) -> Option<Arc<GaugeHandle>> {
-        None
-    }
-
-    pub(super) fn remember(_handle: &Arc<GaugeHandle>) {}
-
-    pub(super) fn forget(_registry: u64, _name: &str) {}
 }

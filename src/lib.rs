@@ -125,6 +125,11 @@ impl std::fmt::Display for RuntimeSamplerRegistrationError {
 
 impl std::error::Error for RuntimeSamplerRegistrationError {}
 
+/// The gauge table on its own, for the loom models (see `loom-tests/`); loom builds only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use gauge::model as __loom_gauges;
+
 /// Hooks for integration crates; not a stable API.
 #[doc(hidden)]
 pub mod __internal {

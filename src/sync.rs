@@ -10,8 +10,9 @@
 //!
 //! * [`Ring`]: a bounded multi-producer multi-consumer FIFO. `push` hands the value back when the
 //!   ring is full; `pop` returns `None` when it is empty. Both are linearizable.
-//! * [`ConcurrentMap`]: a map whose closures run while the entry's shard is locked, so that a
-//!   reader of an entry excludes a writer that removes it.
+//! * [`ConcurrentMap`]: a map whose closures run while the entry's shard is locked (shared
+//!   for reads, exclusive for writes), so that a reader of an entry excludes a writer that
+//!   removes it but not another reader.
 //! * [`LazyRing`]: a ring allocated on first use (a `OnceLock` in normal builds; eager under loom,
 //!   where allocation is not what is being checked).
 //!
@@ -250,6 +251,9 @@ mod model {
     use std::borrow::Borrow;
     use std::collections::VecDeque;
     use std::hash::Hash;
+    use std::sync::PoisonError;
+
+    use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
     use super::{lock, Mutex};
 
@@ -309,31 +313,45 @@ mod model {
         }
     }
 
-    /// Model-checkable stand-in for `DashMap`: one shard, one loom mutex.
+    /// Model-checkable stand-in for `DashMap`: one shard behind one loom `RwLock`.
+    ///
+    /// Like a `DashMap` shard, `read` takes the lock shared, so that two readers of an entry
+    /// (two guards incrementing one gauge through the map) really run at once in a model;
+    /// everything else takes it exclusively.
     ///
     /// Entries are kept in insertion order rather than hashed, so that visiting them (which
     /// touches loom objects, for example when cloning a loom `Arc`) happens in the same order
     /// in every execution of a model; loom requires each execution to be deterministic.
     #[derive(Debug)]
     pub(crate) struct ConcurrentMap<K: Eq + Hash, V, S = ()>(
-        Mutex<Vec<(K, V)>>,
+        RwLock<Vec<(K, V)>>,
         std::marker::PhantomData<fn() -> S>,
     );
 
+    /// The entries, shared.
+    fn shared<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+        lock.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entries, exclusively.
+    fn exclusive<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+        lock.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(Mutex::new(Vec::new()), std::marker::PhantomData)
+            Self(RwLock::new(Vec::new()), std::marker::PhantomData)
         }
     }
 
     impl<K: Eq + Hash, V, S> ConcurrentMap<K, V, S> {
         /// The hasher and the shards are not part of the protocol; the stand-in has one shard.
         pub(crate) fn with_hasher_and_shards(_hasher: S, _shards: usize) -> Self {
-            Self(Mutex::new(Vec::new()), std::marker::PhantomData)
+            Self(RwLock::new(Vec::new()), std::marker::PhantomData)
         }
 
         pub(crate) fn insert(&self, key: K, value: V) {
-            let mut entries = lock(&self.0);
+            let mut entries = exclusive(&self.0);
             match entries.iter_mut().find(|(k, _)| *k == key) {
                 Some(entry) => entry.1 = value,
                 None => entries.push((key, value)),
@@ -345,7 +363,7 @@ mod model {
             K: Borrow<Q>,
             Q: Hash + Eq + ?Sized,
         {
-            let mut entries = lock(&self.0);
+            let mut entries = exclusive(&self.0);
             let index = entries.iter().position(|(k, _)| k.borrow() == key)?;
             Some(entries.remove(index).1)
         }
@@ -355,7 +373,7 @@ mod model {
             K: Borrow<Q>,
             Q: Hash + Eq + ?Sized,
         {
-            let entries = lock(&self.0);
+            let entries = shared(&self.0);
             entries
                 .iter()
                 .find(|(k, _)| k.borrow() == key)
@@ -368,7 +386,7 @@ mod model {
             make: impl FnOnce() -> V,
             update: impl FnOnce(&V) -> R,
         ) -> R {
-            let mut entries = lock(&self.0);
+            let mut entries = exclusive(&self.0);
             let index = entries
                 .iter()
                 .position(|(k, _)| *k == key)
@@ -380,11 +398,11 @@ mod model {
         }
 
         pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-            lock(&self.0).retain(|(key, value)| keep(key, value));
+            exclusive(&self.0).retain(|(key, value)| keep(key, value));
         }
 
         pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
-            for (key, value) in lock(&self.0).iter() {
+            for (key, value) in shared(&self.0).iter() {
                 visit(key, value);
             }
         }

@@ -10,4 +10,9 @@ export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/loom}"
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 
+# The loom build compiles code the ordinary lints never see (the stand-ins, the loom-only
+# hooks, the models themselves), so it is linted too.
+cargo clippy --release -p tailtriage-loom-tests --tests -- -D warnings
+cargo clippy --release --lib -- -D warnings
+
 cargo test --release -p tailtriage-loom-tests -- --nocapture
