@@ -79,6 +79,7 @@ mod section;
 mod sink;
 mod sync;
 mod timers;
+mod writing;
 
 pub use artifact::{
     EffectiveTokioSamplerConfig, InFlightSnapshot, QueueEvent, RequestEvent, Run, RunEndReason,

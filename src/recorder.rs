@@ -23,6 +23,7 @@ use crate::run_view::DrainedRun;
 use crate::section::{Offer, Section};
 use crate::sink::Destination;
 use crate::sync::{lock, Arc, Mutex};
+use crate::writing::WritingLock;
 use crate::{
     BuildError, CaptureLimits, CaptureMode, EffectiveCoreConfig, EffectiveTokioSamplerConfig,
     Outcome, RequestOptions, Run, RunEndReason, RunMetadata, RunSink, RuntimeSnapshot, SinkError,
@@ -71,11 +72,9 @@ pub struct Tailtriage {
     /// Requests refused at begin because the pending bound was reached.
     refused_pending: crate::sync::AtomicU64,
     lifecycle: Mutex<LifecycleState>,
-    /// Held by a shutdown from before its drain until its sink returns, so that shutdowns
-    /// reach their sinks in the order they drained: the last artifact written is the newest.
-    /// Always taken before the lifecycle lock, never while holding it, so a sink that reads
-    /// the run (a snapshot) cannot deadlock with a concurrent shutdown.
-    writing: Mutex<()>,
+    /// Held by a shutdown from before its drain until its sink returns (see the writing
+    /// module).
+    writing: WritingLock,
 }
 
 /// Metadata and shutdown bookkeeping, behind the lifecycle mutex.
@@ -183,7 +182,7 @@ impl Tailtriage {
                 metadata,
                 shutdowns: 0,
             }),
-            writing: Mutex::new(()),
+            writing: WritingLock::new(),
         })
     }
 
@@ -469,18 +468,21 @@ impl Tailtriage {
     /// usable: recording goes on, and a later shutdown writes everything retained by then.
     ///
     /// Concurrent shutdowns reach their sinks one at a time, in the order they drained, so the
-    /// last run written is the newest. A sink must therefore not shut down the run it is
-    /// writing: that shutdown would wait for the write that called it.
+    /// last run written is the newest. A shutdown called on the thread that is already
+    /// writing this run (from a sink's `write`, or from a limits-hit listener that the write
+    /// set off) fails at once with an I/O error of kind `Deadlock` instead of waiting for
+    /// itself.
     ///
     /// # Errors
     ///
     /// [`SinkError::Lifecycle`] when strict lifecycle is on and requests are pending (nothing
-    /// is written); otherwise whatever the sink returns.
+    /// is written); [`SinkError::Io`] of kind `Deadlock` when called on a thread that is
+    /// already writing this run; otherwise whatever the sink returns.
     pub fn shutdown(&self) -> Result<(), SinkError> {
         match &self.sink {
             // Encoded straight from the records into the file, with no lock held.
             Destination::Json(json) => {
-                let _in_order = lock(&self.writing);
+                let _in_order = self.writing.acquire()?;
                 let drained = self.finalize()?;
                 json.write_with(|writer| {
                     drained.read(&self.clock, |view| json.encode_view(writer, view))
@@ -512,7 +514,7 @@ impl Tailtriage {
     ///
     /// As for [`shutdown`](Tailtriage::shutdown).
     pub fn shutdown_to(&self, sink: &dyn RunSink) -> Result<(), SinkError> {
-        let _in_order = lock(&self.writing);
+        let _in_order = self.writing.acquire()?;
         let run = self.finalize()?.to_run(&self.clock);
         sink.write(&run)
     }

@@ -361,3 +361,143 @@ fn a_sink_that_reads_its_run_while_another_shutdown_waits_does_not_deadlock() {
     );
     assert_eq!(written, 2);
 }
+
+/// Runs `shut_down` on a new thread and returns its result, or fails the test if it has not
+/// returned within ten seconds (a shutdown waiting for itself would never return).
+fn returns_in_time(
+    shut_down: impl FnOnce() -> Result<(), SinkError> + Send + 'static,
+) -> Result<(), SinkError> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(shut_down());
+    });
+    result
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the shutdown returns instead of waiting for itself")
+}
+
+/// A sink that calls `inside` on its run while writing, and keeps what that returned.
+struct ReentrantSink {
+    run: std::sync::OnceLock<std::sync::Weak<Tailtriage>>,
+    inside: fn(&Tailtriage) -> Option<Result<(), SinkError>>,
+    inner_result: std::sync::Mutex<Option<Result<(), SinkError>>>,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl ReentrantSink {
+    fn new(inside: fn(&Tailtriage) -> Option<Result<(), SinkError>>) -> Arc<Self> {
+        Arc::new(Self {
+            run: std::sync::OnceLock::new(),
+            inside,
+            inner_result: std::sync::Mutex::new(None),
+            writes: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+}
+
+impl tailtriage_core::RunSink for ReentrantSink {
+    fn write(&self, _run: &tailtriage_core::Run) -> Result<(), SinkError> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(run) = self.run.get().and_then(std::sync::Weak::upgrade) {
+            if let Some(result) = (self.inside)(&run) {
+                *self.inner_result.lock().expect("not poisoned") = Some(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`ReentrantSink`] the test keeps a handle on.
+struct SharedReentrant(Arc<ReentrantSink>);
+
+impl tailtriage_core::RunSink for SharedReentrant {
+    fn write(&self, run: &tailtriage_core::Run) -> Result<(), SinkError> {
+        self.0.write(run)
+    }
+}
+
+/// A run writing to `sink`, which can reach the run, with `limits` and one finished request.
+fn run_with_reentrant_sink(
+    sink: &Arc<ReentrantSink>,
+    limits: tailtriage_core::CaptureLimitsOverride,
+) -> Arc<Tailtriage> {
+    let tailtriage = Arc::new(
+        Tailtriage::builder("checkout")
+            .sink(SharedReentrant(Arc::clone(sink)))
+            .capture_limits_override(limits)
+            .build()
+            .expect("build succeeds"),
+    );
+    sink.run.set(Arc::downgrade(&tailtriage)).expect("set once");
+    tailtriage.begin_request("/before").completion.finish_ok();
+    tailtriage
+}
+
+fn assert_refused_as_reentrant(result: Option<Result<(), SinkError>>) {
+    match result {
+        Some(Err(SinkError::Io(error))) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::Deadlock, "{error}");
+            assert!(
+                error.to_string().contains("already shutting this run down"),
+                "the error says why: {error}"
+            );
+        }
+        other => panic!("the inner shutdown fails as re-entrant, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_sink_that_shuts_its_own_run_down_gets_an_error_instead_of_waiting_for_itself() {
+    let sink = ReentrantSink::new(|run| Some(run.shutdown_to(&MemorySink::new())));
+    let tailtriage =
+        run_with_reentrant_sink(&sink, tailtriage_core::CaptureLimitsOverride::default());
+
+    let outer = Arc::clone(&tailtriage);
+    returns_in_time(move || outer.shutdown()).expect("the outer shutdown writes");
+    assert_refused_as_reentrant(sink.inner_result.lock().expect("not poisoned").take());
+
+    // The lock was released: the run can be shut down again, from any thread.
+    let again = Arc::clone(&tailtriage);
+    returns_in_time(move || again.shutdown_to(&MemorySink::new())).expect("written");
+    assert_eq!(sink.writes.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_listener_set_off_inside_a_sink_write_cannot_make_the_shutdown_wait_for_itself() {
+    // The sink records a runtime snapshot into a section with no room; the drop runs the
+    // limits-hit listener on the writing thread, and the listener seals the run.
+    let sink = ReentrantSink::new(|run| {
+        run.record_runtime_snapshot(tailtriage_core::RuntimeSnapshot {
+            at_unix_ms: 0,
+            alive_tasks: None,
+            global_queue_depth: None,
+            local_queue_depth: None,
+            blocking_queue_depth: None,
+            remote_schedule_count: None,
+        });
+        None
+    });
+    let tailtriage = run_with_reentrant_sink(
+        &sink,
+        tailtriage_core::CaptureLimitsOverride {
+            max_runtime_snapshots: Some(0),
+            ..Default::default()
+        },
+    );
+    let listener_result = Arc::new(std::sync::Mutex::new(None));
+    let seen = Arc::clone(&listener_result);
+    let weak = Arc::downgrade(&tailtriage);
+    tailtriage.set_limits_hit_listener(Some(Arc::new(move || {
+        if let Some(run) = weak.upgrade() {
+            *seen.lock().expect("not poisoned") = Some(run.shutdown_to(&MemorySink::new()));
+        }
+    })));
+
+    let outer = Arc::clone(&tailtriage);
+    returns_in_time(move || outer.shutdown()).expect("the outer shutdown writes");
+    assert_refused_as_reentrant(listener_result.lock().expect("not poisoned").take());
+    let run = tailtriage.snapshot();
+    assert_eq!(run.truncation.dropped_runtime_snapshots, 1);
+    assert!(run.truncation.limits_hit);
+}
