@@ -315,18 +315,20 @@ fn split_for_completion(
     request: Arc<RequestState>,
     tracked: bool,
 ) -> (Arc<RequestState>, CompletionPart) {
-    if tracked {
-        let completion = CompletionPart {
-            request: Some(Arc::clone(&request)),
-            untracked: None,
-        };
-        (request, completion)
+    let completion = CompletionPart {
+        request: tracked.then(|| Arc::clone(&request)),
+        untracked: (!tracked).then_some(request.thread),
+    };
+    (request, completion)
+}
+
+/// The name a timer keeps: none when its section is full, since the event will be dropped
+/// anyway (this skips converting, and allocating, the caller's name).
+fn name_unless_full(full: bool, name: impl Into<String>) -> CompactString {
+    if full {
+        CompactString::default()
     } else {
-        let completion = CompletionPart {
-            request: None,
-            untracked: Some(request.thread),
-        };
-        (request, completion)
+        CompactString::from(name.into())
     }
 }
 
@@ -391,24 +393,14 @@ macro_rules! handle_methods {
         /// Times a wait in the named queue; see [`QueueTimer`].
         #[must_use]
         pub fn queue(&self, queue: impl Into<String>) -> QueueTimer<'_> {
-            // A full section drops the event anyway: skip allocating its name.
-            let queue = if self.recorder.queues_full() {
-                CompactString::default()
-            } else {
-                CompactString::from(queue.into())
-            };
+            let queue = name_unless_full(self.recorder.queues_full(), queue);
             QueueTimer::new(&self.recorder, &self.request, queue)
         }
 
         /// Times a named stage of the request; see [`StageTimer`].
         #[must_use]
         pub fn stage(&self, stage: impl Into<String>) -> StageTimer<'_> {
-            // As for queues: a full section needs no name.
-            let stage = if self.recorder.stages_full() {
-                CompactString::default()
-            } else {
-                CompactString::from(stage.into())
-            };
+            let stage = name_unless_full(self.recorder.stages_full(), stage);
             StageTimer::new(&self.recorder, &self.request, stage)
         }
 

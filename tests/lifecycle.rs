@@ -280,10 +280,10 @@ impl tailtriage_core::RunSink for SlowFirstWrite {
     }
 }
 
-/// A [`SlowFirstWrite`] the test keeps a handle on.
-struct Shared(Arc<SlowFirstWrite>);
+/// A sink the test keeps a handle on.
+struct Shared<S>(Arc<S>);
 
-impl tailtriage_core::RunSink for Shared {
+impl<S: tailtriage_core::RunSink> tailtriage_core::RunSink for Shared<S> {
     fn write(&self, run: &tailtriage_core::Run) -> Result<(), SinkError> {
         self.0.write(run)
     }
@@ -408,15 +408,6 @@ impl tailtriage_core::RunSink for ReentrantSink {
     }
 }
 
-/// A [`ReentrantSink`] the test keeps a handle on.
-struct SharedReentrant(Arc<ReentrantSink>);
-
-impl tailtriage_core::RunSink for SharedReentrant {
-    fn write(&self, run: &tailtriage_core::Run) -> Result<(), SinkError> {
-        self.0.write(run)
-    }
-}
-
 /// A run writing to `sink`, which can reach the run, with `limits` and one finished request.
 fn run_with_reentrant_sink(
     sink: &Arc<ReentrantSink>,
@@ -424,7 +415,7 @@ fn run_with_reentrant_sink(
 ) -> Arc<Tailtriage> {
     let tailtriage = Arc::new(
         Tailtriage::builder("checkout")
-            .sink(SharedReentrant(Arc::clone(sink)))
+            .sink(Shared(Arc::clone(sink)))
             .capture_limits_override(limits)
             .build()
             .expect("build succeeds"),
